@@ -1,0 +1,64 @@
+"""Thresholds from held-out good images (and, when there are any, labelled defects).
+
+Scores here are raw (uncalibrated) heatmap values. Calibration turns them into the
+model's fixed scale: 0 is a typical normal pixel, 1.0 the image threshold. The image
+threshold is set for a target false-reject rate; with only tens of held-out parts an
+empirical quantile is too coarse, so we fit a log-normal to the good image scores
+(they are positive and right-skewed) and take the larger of its quantile and the
+empirical one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+
+@dataclass
+class Calibration:
+    map_center: float
+    map_scale: float
+    pixel_threshold: float  # on the calibrated scale, <= 1.0
+    image_threshold: float = 1.0
+    target_false_reject: float = 0.01
+    pixel_false_positive: float = 0.005
+    holdout_count: int = 0
+    image_threshold_f1: float | None = None
+    pixel_threshold_f1: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def upper_threshold(good_scores: np.ndarray, false_reject: float) -> float:
+    """Score above which only `false_reject` of good parts should fall."""
+    s = np.asarray(good_scores, dtype=np.float64)
+    if s.size == 0:
+        raise ValueError("no held-out good images to calibrate on")
+    q = 1.0 - false_reject
+    empirical = float(np.quantile(s, q))
+    if s.size < 3 or np.any(s <= 0):
+        return empirical
+    logs = np.log(s)
+    z = NormalDist().inv_cdf(q)
+    fitted = float(np.exp(logs.mean() + z * logs.std(ddof=1)))
+    return max(fitted, empirical)
+
+
+def calibrate(
+    good_image_scores: np.ndarray,
+    good_pixels: np.ndarray,
+    false_reject: float = 0.01,
+    pixel_false_positive: float = 0.005,
+) -> Calibration:
+    """Per-model normalisation: centre on the median good pixel, scale so the image
+    threshold lands on 1.0; the pixel threshold is the good-pixel quantile for the
+    target pixel false-positive rate, on that scale (never above the image threshold)."""
+    threshold = upper_threshold(good_image_scores, false_reject)
+    center = float(np.median(good_pixels))
+    scale = max(threshold - center, 1e-12)
+    pixel_raw = float(np.quantile(good_pixels, 1.0 - pixel_false_positive))
+    pixel = float(np.clip((pixel_raw - center) / scale, 0.05, 1.0))
+    return Calibration(center, scale, pixel, 1.0, false_reject, pixel_false_positive, int(np.size(good_image_scores)))

@@ -1,0 +1,301 @@
+"""The `anomaly` command: train, evaluate, export, score, synth, info, ui.
+
+Training and export import torch lazily, so `anomaly score` and `anomaly evaluate
+model.onnx` work on a line PC without it. Expected failures (missing folder, no
+images, wrong model file) print one line naming the path and the problem and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on good images", description=(
+        "Train on normal (good) images only. DATA is a folder of good images, or an MVTec-style "
+        "category folder (its train/good is used). Part of the images is held out to stop "
+        "training early and to calibrate thresholds."))
+    p.add_argument("data", type=Path, help="folder of good images, or MVTec-style category folder")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (config.json + model.safetensors)")
+    p.add_argument("--model", default="feature_ae", choices=["feature_ae", "ae", "vae"],
+                   help="feature_ae: autoencoder on frozen ImageNet EfficientNet-Lite0 features (default, most accurate); "
+                        "ae: convolutional pixel autoencoder; vae: variational pixel autoencoder")
+    p.add_argument("--image-size", type=int, default=256, help="square working size in pixels, multiple of 32 (default 256)")
+    p.add_argument("--fit-mode", default="letterbox", choices=["letterbox", "stretch"],
+                   help="how non-square images reach the square size: keep aspect ratio and pad (default) or stretch")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40 for feature_ae, 60 for ae/vae); stops early when validation stalls")
+    p.add_argument("--batch-size", type=int, default=16, help="images per training step (default 16)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same data + seed = same model (default 0)")
+    p.add_argument("--loss", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: reconstruction loss (default l2+ssim)")
+    p.add_argument("--residual", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: residual used for the heatmap (default l2+ssim)")
+    p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration (default 0.15)")
+    p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
+    p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
+    p.add_argument("--no-augment", action="store_true", help="turn off flips, small rotations/shifts and brightness/contrast jitter")
+    p.add_argument("--vflip", action="store_true", help="also flip vertically when augmenting (for parts without an up side)")
+    p.add_argument("--defects", type=Path, default=None,
+                   help="optional MVTec-style folder with labelled defects (test/...): adds F1-optimal thresholds next to the calibrated ones")
+    p.add_argument("--export", type=Path, default=None, help="also export the trained model to this .onnx file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="measure a model on a labelled MVTec-style test split", description=(
+        "Image AUROC, pixel AUROC, pixel AUPRO (FPR limit 0.3), image F1 and the confusion matrix at the "
+        "calibrated threshold, overall and per defect type. MODEL is a model folder or an exported .onnx file."))
+    p.add_argument("model", type=Path, help="model folder (from train) or .onnx file (from export)")
+    p.add_argument("data", type=Path, help="MVTec-style category folder (test/good, test/<defect>, ground_truth/<defect>)")
+    p.add_argument("--json", type=Path, default=None, help="write all metrics to this JSON file")
+    p.add_argument("--report", type=Path, default=None, help="folder for the visual report (panels per defect type and roc.png)")
+    p.add_argument("--report-count", type=int, default=2, help="images per defect type in the report (default 2)")
+    p.add_argument("--eval-size", type=int, default=None, help="longest side of the grid pixel metrics are computed on (default: the model's working size)")
+    p.add_argument("--threshold", type=float, default=None, help="override the image threshold (calibrated scale)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model folder to one self-describing ONNX file", description=(
+        "Write the whole inspection pipeline (normalisation, network, residual, smoothing, calibration) "
+        "into ONE .onnx file with a dynamic batch axis and its thresholds in the metadata."))
+    p.add_argument("model", type=Path, help="trained model folder")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--no-check", action="store_true", help="skip the torch vs onnxruntime parity check on sample inputs")
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="inspect a folder of images with an ONNX model", description=(
+        "Score every image under INPUT (a folder, searched recursively, or a text file with one path per line). "
+        "Writes results.csv and results.jsonl to OUT_DIR, appending as it goes; a re-run resumes. "
+        "Exit code 0: all parts pass; 1: at least one defect found; 3: some images could not be read."))
+    p.add_argument("input", type=Path, help="folder of images, or a text file listing image paths")
+    p.add_argument("--model", type=Path, required=True, help="exported .onnx model")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--threshold", type=float, default=None, help="image threshold (default: the model's calibrated value)")
+    p.add_argument("--pixel-threshold", type=float, default=None, help="pixel threshold for defect regions (default: the model's)")
+    p.add_argument("--overlays", action="store_true", help="also write overlay and mask PNGs mirroring the input tree")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (needs anomaly[ray])")
+    p.add_argument("--address", default=None, help="ray: cluster address to join (default: start a local instance)")
+    p.add_argument("--workers", type=int, default=None, help="ray: number of scoring actors (default: CPUs / threads)")
+    p.add_argument("--restart", action="store_true", help="ignore earlier results in OUT_DIR and score everything again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomaly", description="Visual inspection: learn good parts, find defects.")
+    parser.add_argument("--version", action="version", version=f"anomaly {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    _add_score(sub)
+    p = sub.add_parser("synth", help="generate the demo dataset (MVTec layout, with masks)")
+    p.add_argument("out", type=Path, help="folder to write into (a category subfolder is created)")
+    p.add_argument("--category", default="washer", help="washer (default) or texture")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    p = sub.add_parser("info", help="show what a model file says about itself")
+    p.add_argument("model", type=Path, help=".onnx file or model folder")
+    p = sub.add_parser("ui", help="start the inspection dashboard (streamlit)")
+    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+    return parser
+
+
+# ----- commands ---------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> int:
+    from .config import AugmentConfig, ModelConfig, TrainConfig
+    from .detector import Detector
+
+    mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual)
+    aug = AugmentConfig(vflip=a.vflip)
+    if a.no_augment:
+        aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
+    epochs = a.epochs if a.epochs is not None else (40 if a.model == "feature_ae" else 60)
+    tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
+                     patience=a.patience, target_false_reject=a.false_reject, augment=aug)
+    det = Detector(mc, tc).fit(a.data, progress=not a.quiet)
+    if a.defects is not None:
+        _calibrate_f1(det, a.defects)
+    det.save(a.out)
+    s = det.summary
+    print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out) in {s['train_seconds']} s, "
+          f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
+    if a.export is not None:
+        from .export import export_onnx
+
+        export_onnx(det, a.export)
+        print(f"exported {a.export}")
+    return 0
+
+
+def _calibrate_f1(det, folder: Path) -> None:
+    from .data import find_test_set, load_mask
+    from .imageio import read_image
+
+    samples = find_test_set(folder)
+    images = [read_image(s.path) for s in samples]
+    masks = [load_mask(s, img.shape[:2]) for s, img in zip(samples, images)]
+    cal = det.calibrate_with_defects(images, [s.is_defective for s in samples], masks)
+    print(f"F1-optimal thresholds from {len(samples)} labelled images: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
+
+
+def load_scorer(model: Path):
+    """A model folder (torch) or an .onnx file (runtime only) behind one interface."""
+    if model.suffix.lower() == ".onnx" or model.is_file():
+        from .runtime import Inspector
+
+        return Inspector(model), None
+    from .detector import Detector
+
+    det = Detector.load(model)
+    reconstruct = None
+    if det.model_config.kind != "feature_ae":
+        reconstruct = _reconstructor(det)
+    return det, reconstruct
+
+
+def _reconstructor(det):
+    import torch
+
+    from .imageio import fit_to_square
+
+    def reconstruct(img):
+        fitted, _ = fit_to_square(img, det.model_config.image_size, det.model_config.fit_mode)
+        with torch.no_grad():
+            rec = det.module.reconstruct(torch.from_numpy(fitted.transpose(2, 0, 1)[None].copy()))
+        return rec[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+
+    return reconstruct
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate, write_json
+
+    scorer, reconstruct = load_scorer(a.model)
+    if a.threshold is not None:
+        scorer = _ThresholdOverride(scorer, a.threshold)
+    size = a.eval_size or getattr(getattr(scorer, "info", None), "input_size", None) or scorer.model_config.image_size
+    result = evaluate(scorer, a.data, eval_size=size, report_dir=a.report, report_count=a.report_count,
+                      progress=not a.quiet, reconstruct=reconstruct)
+    result["model"] = str(a.model)
+    if a.json:
+        write_json(result, a.json)
+    print(f"{'':14}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1':>7}")
+    rows = [("overall", result)] + list(result["per_defect"].items())
+    for name, r in rows:
+        def f(v):
+            return f"{v:.3f}" if isinstance(v, float) else "  -  "
+        print(f"{name[:14]:14}{f(r['image_auroc']):>12}{f(r['pixel_auroc']):>12}{f(r['pixel_aupro']):>8}{f(r['image_f1']):>7}")
+    c = result["confusion"]
+    print(f"at threshold {result['image_threshold']:.3f}: {c['tp']} defects caught, {c['fn']} missed, "
+          f"{c['fp']} good parts rejected, {c['tn']} passed")
+    return 0
+
+
+class _ThresholdOverride:
+    def __init__(self, inner, threshold: float) -> None:
+        self._inner, self.image_threshold = inner, float(threshold)
+        self.pixel_threshold = min(inner.pixel_threshold, self.image_threshold)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .export import export_onnx
+
+    det = Detector.load(a.model)
+    path = export_onnx(det, a.out)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB)")
+    if not a.no_check:
+        from .parity import check_parity
+
+        diff, same = check_parity(det, path)
+        print(f"parity torch vs onnxruntime: max abs map difference {diff:.2e}, verdicts identical: {same}")
+        if diff > 1e-4 or not same:
+            print(f"error: {path}: onnxruntime output differs from torch", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .batch import score_inputs
+
+    if a.engine == "ray":
+        from .distributed import score_with_ray
+
+        summary = score_with_ray(a.input, a.model, a.out, image_threshold=a.threshold, pixel_threshold=a.pixel_threshold,
+                                 overlays=a.overlays, batch_size=a.batch_size, address=a.address, workers=a.workers,
+                                 threads=a.threads, restart=a.restart, progress=not a.quiet)
+    else:
+        summary = score_inputs(a.input, a.model, a.out, image_threshold=a.threshold, pixel_threshold=a.pixel_threshold,
+                               overlays=a.overlays, batch_size=a.batch_size, threads=a.threads, restart=a.restart,
+                               progress=not a.quiet)
+    print(summary.describe())
+    return summary.exit_code
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from .synth import generate_dataset
+
+    path = generate_dataset(a.out, seed=a.seed, category=a.category, size=a.size)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    if a.model.is_dir():
+        from .detector import Detector
+
+        print(json.dumps(Detector.load(a.model).describe(), indent=2))
+    else:
+        from .runtime import describe
+
+        print(describe(a.model))
+    return 0
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    if not app.is_file():
+        print(f"error: {app}: dashboard not found (run from a source checkout)", file=sys.stderr)
+        return EXIT_USAGE
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
+                            "--server.address", "localhost"])
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "score": cmd_score,
+            "synth": cmd_synth, "info": cmd_info, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+    from .errors import ModelFileError
+    from .imageio import ImageReadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, ModelFileError, ImageReadError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

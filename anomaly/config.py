@@ -1,0 +1,102 @@
+"""Settings, kept apart from learned state.
+
+`ModelConfig` says what network and scoring pipeline to build; `TrainConfig` how to
+train it. Both are plain dataclasses that round-trip through JSON, so a model folder
+(`config.json` + `model.safetensors`) is readable by a person and loadable without
+unpickling anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+ModelKind = Literal["ae", "vae", "feature_ae"]
+ResidualKind = Literal["l2", "ssim", "l2+ssim", "feature"]
+LossKind = Literal["l2", "ssim", "l2+ssim"]
+
+MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "feature_ae"
+    image_size: int = 256
+    fit_mode: str = "letterbox"
+    # Pixel autoencoders (ae, vae): width of the first layer, channels of the 1/16 latent map.
+    base_channels: int = 24
+    latent_channels: int = 16
+    # Training loss of pixel autoencoders and the residual used for their heatmap.
+    loss: str = "l2+ssim"
+    residual: str = "l2+ssim"
+    kl_weight: float = 1e-3
+    # Feature autoencoder: EfficientNet-Lite0 blocks whose outputs are reconstructed.
+    feature_blocks: tuple[int, ...] = (2, 4, 10)
+    feature_stride: int = 8
+    feature_hidden: int = 128
+    feature_latent: int = 48
+    # Heatmap smoothing (Gaussian sigma, in pixels of the working size).
+    smoothing_sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; choose from {', '.join(MODEL_KINDS)}")
+        if self.image_size < 64 or self.image_size % 32:
+            raise ValueError(f"image size must be a multiple of 32 and >= 64, got {self.image_size}")
+        if self.fit_mode not in ("letterbox", "stretch"):
+            raise ValueError(f"fit mode must be 'letterbox' or 'stretch', got {self.fit_mode!r}")
+        for name in ("loss", "residual"):
+            if getattr(self, name) not in ("l2", "ssim", "l2+ssim"):
+                raise ValueError(f"{name} must be one of l2, ssim, l2+ssim; got {getattr(self, name)!r}")
+        self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
+
+    @property
+    def residual_kind(self) -> str:
+        return "feature" if self.kind == "feature_ae" else self.residual
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes applied to training images: real parts never sit exactly alike."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rotate_degrees: float = 5.0
+    shift_fraction: float = 0.03
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    holdout_fraction: float = 0.15
+    min_holdout: int = 4
+    patience: int = 8
+    target_false_reject: float = 0.01
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    threads: int = 0
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from a dict, ignoring unknown keys (newer files) and
+    filling nested dataclasses."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        if key == "augment" and isinstance(value, dict):
+            value = from_dict(AugmentConfig, value)
+        if key == "feature_blocks" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

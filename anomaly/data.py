@@ -1,0 +1,128 @@
+"""Finding and loading datasets: a plain folder of good parts, or an MVTec-style category.
+
+MVTec layout: `train/good/*`, `test/good/*`, `test/<defect>/*`,
+`ground_truth/<defect>/<name>_mask.png`. A plain folder is taken as all-good training
+images. Unreadable files are reported (with their path and the reason) and skipped,
+never silently dropped. No torch here: the runtime evaluates with it too.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .imageio import ImageReadError, list_images, read_image, read_mask
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be used; the message names the path."""
+
+
+@dataclass
+class TestSample:
+    path: Path
+    defect: str  # "good" or the defect folder name
+    mask_path: Path | None
+
+    @property
+    def is_defective(self) -> bool:
+        return self.defect != "good"
+
+
+@dataclass
+class Dataset:
+    root: Path
+    train: list[Path]
+    test: list[TestSample] = field(default_factory=list)
+
+    @property
+    def is_mvtec(self) -> bool:
+        return bool(self.test)
+
+
+def _require_dir(path: Path) -> None:
+    if not path.exists():
+        raise DatasetError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise DatasetError(f"{path}: not a folder")
+
+
+def _mvtec_test(root: Path) -> list[TestSample]:
+    """Labelled test images of an MVTec-style folder (empty if there is no test/)."""
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        return []
+    samples = []
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        for img in list_images(defect_dir):
+            mask = None
+            if defect_dir.name != "good":
+                candidate = root / "ground_truth" / defect_dir.name / f"{img.stem}_mask.png"
+                mask = candidate if candidate.is_file() else None
+            samples.append(TestSample(img, defect_dir.name, mask))
+    return samples
+
+
+def find_dataset(root: str | Path) -> Dataset:
+    """Discover training (and, for MVTec layout, test) images under root."""
+    root = Path(root)
+    _require_dir(root)
+    train_dir = root / "train" / "good"
+    if train_dir.is_dir():
+        train, test = list_images(train_dir), _mvtec_test(root)
+    else:
+        train, test = list_images(root), []
+    if not train:
+        where = train_dir if train_dir.is_dir() else root
+        raise DatasetError(f"{where}: no images found (looked for .png .jpg .jpeg .bmp .tif .tiff)")
+    return Dataset(root, train, test)
+
+
+def find_test_set(root: str | Path) -> list[TestSample]:
+    """The labelled test split of an MVTec-style folder, or a clear error."""
+    root = Path(root)
+    _require_dir(root)
+    if not (root / "test").is_dir():
+        raise DatasetError(f"{root}: not an MVTec-style folder (no test/ subfolder)")
+    samples = _mvtec_test(root)
+    if not samples:
+        raise DatasetError(f"{root / 'test'}: no test images found")
+    return samples
+
+
+def split_holdout(paths: list[Path], fraction: float, minimum: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic split into (fit, holdout); the holdout calibrates thresholds and
+    stops training early, so it must never be trained on."""
+    if len(paths) < minimum + 2:
+        raise DatasetError(
+            f"need at least {minimum + 2} good images to train and calibrate, found {len(paths)}"
+        )
+    n_hold = max(minimum, int(round(len(paths) * fraction)))
+    order = np.random.default_rng(seed).permutation(len(paths))
+    hold = sorted(paths[i] for i in order[:n_hold])
+    fit = sorted(paths[i] for i in order[n_hold:])
+    return fit, hold
+
+
+def load_images(paths: list[Path], warn=None) -> tuple[list[np.ndarray], list[Path]]:
+    """Read images; unreadable ones are reported through `warn` (default: stderr) and
+    skipped. Returns the images and the paths that loaded."""
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    images, ok = [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            ok.append(p)
+        except ImageReadError as exc:
+            warn(f"skipped {exc}")
+    return images, ok
+
+
+def load_mask(sample: TestSample, shape: tuple[int, int]) -> np.ndarray:
+    """Ground truth for a test sample: all False for good parts (or a missing mask)."""
+    if sample.mask_path is None:
+        return np.zeros(shape, dtype=bool)
+    return read_mask(sample.mask_path, shape)

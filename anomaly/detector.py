@@ -1,0 +1,210 @@
+"""`Detector`: the scikit-learn-style face of training (fit, score, predict, save, load).
+
+Settings (`ModelConfig`, `TrainConfig`) are given at construction; learned state (the
+weights, feature statistics, calibration) comes from `fit` and lives in the module's
+buffers. A model folder holds `config.json` (settings, calibration, training summary,
+readable by a person) and `model.safetensors` (tensors only: nothing is unpickled).
+The frozen ImageNet backbone of the feature model is not saved: it is reloaded from its
+wheel, which keeps model folders small.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .calibrate import Calibration, calibrate
+from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .data import DatasetError, find_dataset, load_images, split_holdout
+from .errors import ModelFileError
+from .imageio import Placement, crop_to_content, fit_to_square
+from .metrics import best_f1_threshold, pixel_f1_threshold
+from .model import InspectionModule
+from .train import to_tensor, train
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class Detector:
+    def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None) -> None:
+        self.model_config = model_config or ModelConfig()
+        self.train_config = train_config or TrainConfig()
+        self.module = InspectionModule(self.model_config)
+        self.calibration: Calibration | None = None
+        self.summary: dict[str, Any] = {}
+
+    # ----- learning -----------------------------------------------------------------
+    def fit(self, data: str | Path, progress: bool = True) -> "Detector":
+        """Train on the good images of a folder (plain or MVTec `train/good`), holding
+        out part of them to stop early and to calibrate thresholds."""
+        dataset = find_dataset(data)
+        tc = self.train_config
+        fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
+        fit_raw, fit_ok = load_images(fit_paths)
+        hold_raw, hold_ok = load_images(hold_paths)
+        if len(fit_raw) < 2 or not hold_raw:
+            raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_raw) + len(hold_raw)})")
+        fit_imgs = [self._fit(img)[0] for img in fit_raw]
+        hold_fitted = [self._fit(img) for img in hold_raw]
+        history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress)
+        self.calibrate([f[0] for f in hold_fitted], [f[1] for f in hold_fitted])
+        sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
+        self.summary = {
+            "data": str(Path(data).resolve()),
+            "train_count": len(fit_ok),
+            "holdout_count": len(hold_ok),
+            "skipped": len(fit_paths) + len(hold_paths) - len(fit_ok) - len(hold_ok),
+            "image_sizes": sizes[:5],
+            "epochs_run": len(history.train_loss),
+            "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early,
+            "train_seconds": round(history.seconds, 1),
+            "final_val_loss": history.val_loss[history.best_epoch] if history.val_loss else None,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "project_version": __version__,
+        }
+        return self
+
+    def _fit(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        return fit_to_square(image, self.model_config.image_size, self.model_config.fit_mode)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def _raw_maps(self, fitted: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        self.module.eval()
+        out = [self.module.raw_map(to_tensor(fitted[i : i + batch_size])).numpy()[:, 0] for i in range(0, len(fitted), batch_size)]
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def calibrate(self, good_images: list[np.ndarray], placements: list[Placement]) -> Calibration:
+        """Set the per-model normalisation and thresholds from held-out good images."""
+        m = self.module
+        m.eval()
+        if self.model_config.residual_kind == "l2+ssim":
+            l2s, ssims = [], []
+            for i in range(0, len(good_images), 8):
+                l2, ssim = m.residual_components(to_tensor(good_images[i : i + 8]))
+                l2s.append(float(l2.mean()) * l2.shape[0])
+                ssims.append(float(ssim.mean()) * l2.shape[0])
+            n = len(good_images)
+            m.residual_scale.copy_(torch.tensor([max(sum(l2s) / n, 1e-12), max(sum(ssims) / n, 1e-12)]))
+        maps = self._raw_maps(good_images)
+        crops = [crop_to_content(mp, pl) for mp, pl in zip(maps, placements)]
+        scores = np.array([c.max() for c in crops])
+        pixels = np.concatenate([c.ravel() for c in crops])
+        cal = calibrate(scores, pixels, self.train_config.target_false_reject)
+        m.map_center.fill_(cal.map_center)
+        m.map_scale.fill_(cal.map_scale)
+        m.pixel_threshold.fill_(cal.pixel_threshold)
+        m.calibrated.fill_(1.0)
+        self.calibration = cal
+        return cal
+
+    def calibrate_with_defects(self, images: list[np.ndarray], labels: list[bool], masks: list[np.ndarray]) -> Calibration:
+        """F1-optimal image and pixel thresholds from labelled images (good and defective),
+        offered next to the false-reject ones; they do not replace them."""
+        if self.calibration is None:
+            raise ModelFileError("calibrate on good images first")
+        maps, scores = self.score(images)
+        self.calibration.image_threshold_f1 = float(best_f1_threshold(np.array(labels), scores)[0])
+        defect_maps = [mp for mp, lab in zip(maps, labels) if lab]
+        defect_masks = [mk for mk, lab in zip(masks, labels) if lab]
+        if defect_maps:
+            self.calibration.pixel_threshold_f1 = float(pixel_f1_threshold(defect_masks, defect_maps)[0])
+        return self.calibration
+
+    # ----- inference ----------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, images: list[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
+        """Calibrated heatmaps at each image's own resolution, and image scores."""
+        from .imageio import map_to_original
+
+        self._require_calibrated()
+        self.module.eval()
+        maps, scores = [], []
+        for i in range(0, len(images), batch_size):
+            fitted = [self._fit(img) for img in images[i : i + batch_size]]
+            out, _ = self.module(to_tensor([f[0] for f in fitted]))
+            for mp, (_, pl) in zip(out.numpy()[:, 0], fitted):
+                scores.append(float(crop_to_content(mp, pl).max()))
+                maps.append(map_to_original(mp, pl))
+        return maps, np.array(scores)
+
+    def predict(self, images: list[np.ndarray], image_threshold: float | None = None) -> np.ndarray:
+        """True where a part is defective."""
+        _, scores = self.score(images)
+        return scores >= (self.image_threshold if image_threshold is None else image_threshold)
+
+    @property
+    def image_threshold(self) -> float:
+        return self.calibration.image_threshold if self.calibration else 1.0
+
+    @property
+    def pixel_threshold(self) -> float:
+        return float(self.module.pixel_threshold)
+
+    @property
+    def is_calibrated(self) -> bool:
+        return bool(self.module.calibrated.item() > 0)
+
+    def _require_calibrated(self) -> None:
+        if not self.is_calibrated:
+            raise ModelFileError("model is not trained and calibrated yet (run fit first)")
+
+    # ----- persistence --------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.module.state_dict().items() if not k.startswith("features.")}
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(folder / WEIGHTS_FILE)
+        meta = {
+            "format": "anomaly-model",
+            "format_version": 1,
+            "model": to_dict(self.model_config),
+            "train": to_dict(self.train_config),
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "summary": self.summary,
+        }
+        tmp = folder / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(folder / CONFIG_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Detector":
+        folder = Path(folder)
+        cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not folder.is_dir():
+            raise ModelFileError(f"{folder}: not a model folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        if not cfg_path.is_file() or not weights.is_file():
+            raise ModelFileError(f"{folder}: not a model folder (missing {CONFIG_FILE} or {WEIGHTS_FILE})")
+        try:
+            meta = json.loads(cfg_path.read_text())
+            if meta.get("format") != "anomaly-model":
+                raise ValueError("not an anomaly model config")
+            det = cls(from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta.get("train", {})))
+            state = load_file(str(weights))
+            missing, unexpected = det.module.load_state_dict(state, strict=False)
+        except Exception as exc:  # noqa: BLE001 - any failure here means a bad model file
+            raise ModelFileError(f"{folder}: cannot load model ({exc})") from exc
+        missing = [k for k in missing if not k.startswith("features.")]
+        if missing or unexpected:
+            raise ModelFileError(f"{folder}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if meta.get("calibration"):
+            det.calibration = Calibration(**meta["calibration"])
+        det.summary = meta.get("summary", {})
+        det.module.eval()
+        return det
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": asdict(self.model_config), "calibration": self.calibration.to_dict() if self.calibration else None, **self.summary}

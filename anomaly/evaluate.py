@@ -1,0 +1,156 @@
+"""`anomaly evaluate`: metrics on a labelled MVTec-style test split, and a visual report.
+
+Works with any scorer that has `score(images) -> (heatmaps, scores)` and
+`image_threshold` / `pixel_threshold`: the trained model folder (torch) or the exported
+ONNX file (runtime, no torch), so both can be checked against each other.
+
+Pixel metrics are computed on a grid whose longest side is `eval_size` (default: the
+model's working size, as anomalib does): heatmaps are area-averaged onto it and
+ground-truth masks resampled (a pixel is defect if at least half of it was).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import metrics
+from .data import TestSample, find_test_set, load_mask
+from .imageio import ImageReadError, read_image, save_image
+from .regions import defect_mask
+from .visualize import colorize, overlay, panel_row
+
+
+class Scorer(Protocol):
+    image_threshold: float
+    pixel_threshold: float
+
+    def score(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]: ...
+
+
+def _eval_shape(h: int, w: int, eval_size: int) -> tuple[int, int]:
+    s = eval_size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _downsample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(a.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray], maps: list[np.ndarray], threshold: float) -> dict[str, Any]:
+    pred = scores >= threshold
+    out: dict[str, Any] = {
+        "count": int(labels.size),
+        "defective": int(labels.sum()),
+        "image_auroc": metrics.roc_auc(labels, scores) if 0 < labels.sum() < labels.size else None,
+        "image_f1": metrics.f1_score(labels, pred),
+        "confusion": metrics.confusion(labels, pred),
+    }
+    has_defect_pixels = any(m.any() for m in masks)
+    out["pixel_auroc"] = metrics.pixel_auroc(masks, maps) if has_defect_pixels else None
+    out["pixel_aupro"] = metrics.aupro(masks, maps, fpr_limit=0.3) if has_defect_pixels else None
+    return out
+
+
+def evaluate(
+    scorer: Scorer,
+    data: str | Path,
+    eval_size: int = 256,
+    report_dir: str | Path | None = None,
+    report_count: int = 2,
+    progress: bool = True,
+    reconstruct=None,
+) -> dict[str, Any]:
+    """Score every test image and compute metrics overall and per defect type."""
+    samples = find_test_set(data)
+    kept: list[TestSample] = []
+    scores, maps, masks, errors = [], [], [], []
+    for s in tqdm(samples, desc="evaluating", unit="img", disable=not progress):
+        try:
+            img = read_image(s.path)
+        except ImageReadError as exc:
+            errors.append(str(exc))
+            print(f"warning: skipped {exc}")
+            continue
+        (hm,), (sc,) = scorer.score([img])
+        shape = _eval_shape(*img.shape[:2], eval_size)
+        maps.append(_downsample(hm, shape))
+        masks.append(_downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
+        scores.append(float(sc))
+        kept.append(s)
+    labels = np.array([s.is_defective for s in kept])
+    score_arr = np.array(scores)
+    thr = float(scorer.image_threshold)
+    result: dict[str, Any] = {"data": str(Path(data).resolve()), "image_threshold": thr,
+                              "pixel_threshold": float(scorer.pixel_threshold), "eval_size": eval_size,
+                              "skipped": errors}
+    result.update(_metrics_for(labels, score_arr, masks, maps, thr))
+    best_thr, best_f1 = metrics.best_f1_threshold(labels, score_arr) if 0 < labels.sum() < labels.size else (None, None)
+    result["best_image_f1"] = {"threshold": best_thr, "f1": best_f1, "note": "oracle: chosen on this test set"}
+    per_defect: dict[str, Any] = {}
+    good = [i for i, s in enumerate(kept) if not s.is_defective]
+    for defect in sorted({s.defect for s in kept if s.is_defective}):
+        idx = good + [i for i, s in enumerate(kept) if s.defect == defect]
+        per_defect[defect] = _metrics_for(labels[idx], score_arr[idx], [masks[i] for i in idx], [maps[i] for i in idx], thr)
+    result["per_defect"] = per_defect
+    result["scores"] = [{"path": str(s.path), "defect": s.defect, "score": round(sc, 6)} for s, sc in zip(kept, scores)]
+    if report_dir is not None:
+        write_report(Path(report_dir), scorer, kept, labels, score_arr, report_count, reconstruct)
+    return result
+
+
+def write_report(out: Path, scorer: Scorer, samples: list[TestSample], labels: np.ndarray, scores: np.ndarray,
+                 per_type: int, reconstruct=None) -> None:
+    """PNG panels (input | reconstruction | heatmap overlay | ground truth) for a few
+    images of each type, and the image-level ROC curve."""
+    out.mkdir(parents=True, exist_ok=True)
+    by_type: dict[str, list[TestSample]] = {}
+    for s in samples:
+        by_type.setdefault(s.defect, []).append(s)
+    for defect, group in sorted(by_type.items()):
+        for s in group[:per_type]:
+            img = read_image(s.path)
+            (hm,), (sc,) = scorer.score([img])
+            mask = defect_mask(hm, scorer.image_threshold, scorer.pixel_threshold)
+            verdict = "FAIL" if sc >= scorer.image_threshold else "PASS"
+            panels = [("input", img)]
+            if reconstruct is not None:
+                rec = reconstruct(img)
+                panels.append(("reconstruction" if rec is not None else "heatmap", rec if rec is not None else colorize(hm)))
+            panels.append((f"score {sc:.2f} {verdict}", overlay(img, hm, mask, scorer.pixel_threshold)))
+            gt = load_mask(s, img.shape[:2]).astype(np.uint8) * 255
+            panels.append(("ground truth", gt))
+            save_image(out / f"{defect}_{s.path.stem}.png", panel_row(panels))
+    if 0 < labels.sum() < labels.size:
+        plot_roc(out / "roc.png", labels, scores)
+
+
+def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = metrics.roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
+    ax.plot(fpr, tpr, lw=2, label=f"AUROC {metrics.roc_auc(labels, scores):.3f}")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="false positive rate (good parts rejected)", ylabel="true positive rate (defects found)",
+           title="Image-level ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,171 @@
+"""Reading images and fitting them to the model's square working size.
+
+The one internal form every part of the project uses: a float32 array of shape
+(H, W, 3), RGB channel order, values in [0, 1]. Grayscale is replicated to three
+channels, alpha is dropped (composited on black), 16-bit images are scaled by
+1/65535 and 8-bit by 1/255. This module imports no torch: training, the ONNX
+runtime and the UI all resize through `fit_to_square`, so a model sees at run
+time exactly what it saw while training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+FitMode = Literal["letterbox", "stretch"]
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def _to_internal(raw: np.ndarray, name: str) -> np.ndarray:
+    """Convert what OpenCV decoded (BGR/BGRA/gray, 8/16-bit/float) to RGB float [0, 1]."""
+    if raw.dtype == np.uint8:
+        img = raw.astype(np.float32) / 255.0
+    elif raw.dtype == np.uint16:
+        img = raw.astype(np.float32) / 65535.0
+    elif raw.dtype in (np.float32, np.float64):
+        img = np.clip(raw.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ImageReadError(f"{name}: unsupported pixel type {raw.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 3:
+        img = img[:, :, ::-1]
+    elif channels == 4:
+        alpha = img[:, :, 3:4]
+        img = img[:, :, 2::-1] * alpha
+    else:
+        raise ImageReadError(f"{name}: unsupported number of channels ({channels})")
+    if img.shape[0] < 8 or img.shape[1] < 8:
+        raise ImageReadError(f"{name}: image is too small ({img.shape[1]}x{img.shape[0]} pixels)")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode an encoded image (e.g. an upload) into the internal form."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if raw is None:
+        raise ImageReadError(f"{name}: not a readable image (corrupt or unsupported format)")
+    return _to_internal(raw, name)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file into the internal form, or raise ImageReadError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror})") from exc
+    return decode_image(data, str(path))
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read a ground-truth mask as bool (H, W); any non-zero pixel is defect."""
+    raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if raw is None:
+        raise ImageReadError(f"{path}: not a readable mask image")
+    if raw.shape != shape:
+        raw = cv2.resize(raw, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return raw > 0
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files below a folder, sorted, by extension (case-insensitive)."""
+    folder = Path(folder)
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Internal float image to 8-bit RGB, for display and overlays."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB (float [0,1] or uint8) or single-channel image; format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(rgb) if rgb.dtype != np.uint8 else rgb
+    if arr.ndim == 3:
+        arr = arr[:, :, ::-1]
+    if not cv2.imwrite(str(path), arr):
+        raise OSError(f"{path}: could not write image")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an original image sits inside the square model input.
+
+    The image was resized to (content_h, content_w) and placed at (top, left)
+    in a size x size square; the rest is padding. Needed to map a heatmap back.
+    """
+
+    original_h: int
+    original_w: int
+    size: int
+    top: int
+    left: int
+    content_h: int
+    content_w: int
+
+
+def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, Placement]:
+    """Resize an internal-form image to size x size.
+
+    "letterbox" keeps the aspect ratio and pads with the image's edge pixels
+    (so no artificial black border appears in the features); "stretch" squashes.
+    Downscaling uses area interpolation (no aliasing), upscaling bilinear.
+    """
+    h, w = image.shape[:2]
+    if mode == "stretch" or h == w:
+        ch, cw, top, left = size, size, 0, 0
+    elif mode == "letterbox":
+        scale = size / max(h, w)
+        ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (size - ch) // 2, (size - cw) // 2
+    else:
+        raise ValueError(f"unknown fit mode {mode!r}")
+    interp = cv2.INTER_AREA if (ch < h or cw < w) else cv2.INTER_LINEAR
+    content = cv2.resize(image, (cw, ch), interpolation=interp)
+    if (ch, cw) != (size, size):
+        content = cv2.copyMakeBorder(
+            content, top, size - ch - top, left, size - cw - left, cv2.BORDER_REPLICATE
+        )
+    return content.astype(np.float32, copy=False), Placement(h, w, size, top, left, ch, cw)
+
+
+def crop_to_content(square_map: np.ndarray, placement: Placement) -> np.ndarray:
+    """The part of a size x size map that covers the image (padding removed)."""
+    p = placement
+    return square_map[p.top : p.top + p.content_h, p.left : p.left + p.content_w]
+
+
+def map_to_original(square_map: np.ndarray, placement: Placement) -> np.ndarray:
+    """Resize a model-resolution map back onto the original image's pixel grid."""
+    content = crop_to_content(square_map, placement)
+    return cv2.resize(
+        content.astype(np.float32), (placement.original_w, placement.original_h), interpolation=cv2.INTER_LINEAR
+    )
+
+
+def to_batch(images: Iterable[np.ndarray], size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, list[Placement]]:
+    """Stack internal-form images into the model's input: float32 (N, 3, size, size)."""
+    fitted = [fit_to_square(img, size, mode) for img in images]
+    if not fitted:
+        return np.zeros((0, 3, size, size), np.float32), []
+    batch = np.stack([f[0].transpose(2, 0, 1) for f in fitted]).astype(np.float32)
+    return batch, [f[1] for f in fitted]

@@ -1,0 +1,153 @@
+"""The inspection pipeline as one torch module: what is trained is what is exported.
+
+`InspectionModule.forward` takes the model input the runtime builds (float32
+(N, 3, S, S), RGB, [0, 1], letterboxed by `anomaly.imageio.fit_to_square`) and
+returns the calibrated heatmap and image score. Everything in between lives here:
+input normalisation, the network, the residual (L2, SSIM, both, or a feature
+residual), Gaussian smoothing and the per-model normalisation set by calibration.
+The ONNX export writes exactly this forward, so torch and ONNX cannot drift apart.
+
+Calibrated scale: 0 is a typical normal pixel, 1.0 is the image threshold
+(`IMAGE_THRESHOLD`); the pixel threshold (segmentation extent) is below it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor
+
+IMAGE_THRESHOLD = 1.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def separable_blur(x: torch.Tensor, kernel1d: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur of every channel, reflect-padded so borders are not darkened."""
+    c = x.shape[1]
+    r = kernel1d.numel() // 2
+    kh = kernel1d.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    kv = kernel1d.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kh, groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kv, groups=c)
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per pixel (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5)
+    for images in [0, 1], averaged over channels: (N, 1, H, W)."""
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = separable_blur(a, window), separable_blur(b, window)
+    var_a = separable_blur(a * a, window) - mu_a**2
+    var_b = separable_blur(b * b, window) - mu_b**2
+    cov = separable_blur(a * b, window) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(dim=1, keepdim=True)
+
+
+class InspectionModule(nn.Module):
+    """Pre-processing, network, residual, smoothing and calibration in one module."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.kind == "feature_ae":
+            self.features: FeatureExtractor | None = FeatureExtractor(cfg)
+            self.net: nn.Module = FeatureAutoencoder(self.features.channels, cfg.feature_hidden, cfg.feature_latent)
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            nfeat = self.features.channels
+        else:
+            self.features = None
+            self.net = ConvAutoencoder(cfg, variational=cfg.kind == "vae")
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            nfeat = 1
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1))
+        # Learned statistics (set during training and calibration, saved with the weights).
+        self.register_buffer("feature_mean", torch.zeros(1, nfeat, 1, 1))
+        self.register_buffer("feature_std", torch.ones(1, nfeat, 1, 1))
+        self.register_buffer("residual_scale", torch.ones(2))
+        self.register_buffer("map_center", torch.zeros(()))
+        self.register_buffer("map_scale", torch.ones(()))
+        self.register_buffer("pixel_threshold", torch.tensor(0.5))
+        self.register_buffer("calibrated", torch.zeros(()))
+        self.register_buffer("smooth_kernel", gaussian_kernel1d(cfg.smoothing_sigma))
+        self.register_buffer("ssim_window", gaussian_kernel1d(1.5))  # 11 taps
+
+    # ----- pieces -------------------------------------------------------------------
+    def standardized_features(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.features is not None
+        with torch.no_grad():
+            f = self.features((x - self.input_mean) / self.input_std)
+        return (f - self.feature_mean) / self.feature_std
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel reconstruction in [0, 1] (pixel autoencoders only)."""
+        if self.features is not None:
+            raise ValueError("a feature autoencoder reconstructs features, not pixels")
+        recon, _ = self.net((x - self.input_mean) / self.input_std)
+        return recon * self.input_std + self.input_mean
+
+    def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the
+        feature model the feature residual upsampled to the input size, twice."""
+        if self.features is not None:
+            f = self.standardized_features(x)
+            r = (self.net(f) - f).pow(2).mean(dim=1, keepdim=True)
+            r = F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return r, r
+        recon = self.reconstruct(x).clamp(0.0, 1.0)
+        l2 = (recon - x).pow(2).mean(dim=1, keepdim=True)
+        ssim = ((1.0 - ssim_map(recon, x, self.ssim_window)) * 0.5).clamp_min(0.0)
+        return l2, ssim
+
+    def raw_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Smoothed residual before calibration. L2 and SSIM are each divided by their
+        mean on normal images (set by calibration) so that both weigh the same."""
+        l2, ssim = self.residual_components(x)
+        kind = self.cfg.residual_kind
+        if kind == "feature" or kind == "l2":
+            r = l2
+        elif kind == "ssim":
+            r = ssim
+        else:
+            r = 0.5 * (l2 / self.residual_scale[0] + ssim / self.residual_scale[1])
+        return separable_blur(r, self.smooth_kernel)
+
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.features is not None:
+            f = self.standardized_features(x)
+            loss = (self.net(f) - f).pow(2).mean()
+            return loss, {"recon": loss.item()}
+        xn = (x - self.input_mean) / self.input_std
+        recon_n, kl = self.net(xn)
+        recon = recon_n * self.input_std + self.input_mean
+        parts: dict[str, torch.Tensor] = {}
+        if "l2" in self.cfg.loss:
+            parts["l2"] = (recon - x).pow(2).mean()
+        if "ssim" in self.cfg.loss:
+            parts["ssim"] = (1.0 - ssim_map(recon, x, self.ssim_window)).mean()
+        loss = sum(parts.values())
+        if self.cfg.kind == "vae":
+            parts["kl"] = kl
+            loss = loss + self.cfg.kl_weight * kl
+        return loss, {k: v.item() for k, v in parts.items()}
+
+    # ----- inference ----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly_map (N,1,S,S), image_score (N,)) on the calibrated scale; the image
+        score is the map's maximum, so a part fails exactly when some pixel of its
+        heatmap reaches the image threshold."""
+        m = (self.raw_map(x) - self.map_center) / self.map_scale
+        return m, m.amax(dim=(1, 2, 3))

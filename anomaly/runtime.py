@@ -1,0 +1,181 @@
+"""Inspect images with an exported ONNX model: numpy, OpenCV and onnxruntime only.
+
+One `Inspector` holds one onnxruntime session and may be shared by threads
+(onnxruntime's `run` is thread-safe and this class keeps no per-call state).
+Images of any size and format are fitted exactly as in training
+(`anomaly.imageio.fit_to_square`), and heatmaps are mapped back to the original pixels.
+Thresholds come from the file's metadata and can be overridden per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ModelFileError
+from .imageio import crop_to_content, map_to_original, read_image, to_batch
+from .regions import Region, defect_mask, find_regions
+from .visualize import overlay
+
+FORMAT = "anomaly-onnx/1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the ONNX file says about itself (its metadata_props)."""
+
+    path: Path
+    input_size: int
+    fit_mode: str
+    image_threshold: float
+    pixel_threshold: float
+    model_kind: str
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_metadata(cls, path: Path, meta: dict[str, str]) -> "ModelInfo":
+        if meta.get("anomaly.format") != FORMAT:
+            raise ModelFileError(f"{path}: not an anomaly inspection model (no '{FORMAT}' metadata); export it with `anomaly export`")
+        try:
+            return cls(
+                path=path,
+                input_size=int(meta["input_size"]),
+                fit_mode=meta.get("fit_mode", "letterbox"),
+                image_threshold=float(meta["image_threshold"]),
+                pixel_threshold=float(meta["pixel_threshold"]),
+                model_kind=meta.get("model_kind", "?"),
+                metadata=dict(meta),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ModelFileError(f"{path}: model metadata is incomplete ({exc})") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """The facts an inspector or integrator wants to see, in display order."""
+        keys = ("model_kind", "input_size", "fit_mode", "image_threshold", "pixel_threshold", "train_count",
+                "train_image_sizes", "train_data", "trained", "created", "project_version")
+        return {k: self.metadata.get(k, "") for k in keys}
+
+
+@dataclass
+class Inspection:
+    """The result for one image. Heatmap and mask are at the image's own resolution."""
+
+    score: float
+    image_threshold: float
+    pixel_threshold: float
+    heatmap: np.ndarray
+    mask: np.ndarray
+    regions: list[Region] = field(default_factory=list)
+    name: str = ""
+
+    @property
+    def is_defective(self) -> bool:
+        return self.score >= self.image_threshold
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.is_defective else "PASS"
+
+    def with_thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> "Inspection":
+        """Re-decide with other thresholds without running the model again."""
+        it = self.image_threshold if image_threshold is None else float(image_threshold)
+        pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
+        mask = defect_mask(self.heatmap, it, pt)
+        return replace(self, image_threshold=it, pixel_threshold=pt, mask=mask, regions=find_regions(self.heatmap, mask))
+
+    def overlay(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB: the image with heatmap and defect outlines."""
+        return overlay(image, self.heatmap, self.mask, self.pixel_threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "score": round(self.score, 6),
+            "verdict": self.verdict,
+            "image_threshold": self.image_threshold,
+            "pixel_threshold": self.pixel_threshold,
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
+class Inspector:
+    def __init__(self, model_path: str | Path, threads: int | None = None) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such model file")
+        try:
+            self.session = ort.InferenceSession(str(path), _session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
+            raise ModelFileError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        self.info = ModelInfo.from_metadata(path, self.session.get_modelmeta().custom_metadata_map)
+        self.input_name = self.session.get_inputs()[0].name
+
+    @property
+    def image_threshold(self) -> float:
+        return self.info.image_threshold
+
+    @property
+    def pixel_threshold(self) -> float:
+        return self.info.pixel_threshold
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model call on a prepared batch (N,3,S,S): (maps (N,S,S), scores (N,))."""
+        maps, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return maps[:, 0], scores
+
+    def score(self, images: Sequence[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
+        """Calibrated heatmaps at each image's resolution, and image scores (max of the
+        heatmap over the image itself, padding excluded)."""
+        maps, scores = [], []
+        for i in range(0, len(images), batch_size):
+            batch, placements = to_batch(images[i : i + batch_size], self.info.input_size, self.info.fit_mode)  # type: ignore[arg-type]
+            out, _ = self.run(batch)
+            for m, pl in zip(out, placements):
+                scores.append(float(crop_to_content(m, pl).max()))
+                maps.append(map_to_original(m, pl))
+        return maps, np.asarray(scores, dtype=np.float64)
+
+    def inspect_batch(
+        self,
+        images: Sequence[np.ndarray],
+        image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Inspection]:
+        it = self.image_threshold if image_threshold is None else float(image_threshold)
+        pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
+        maps, scores = self.score(images)
+        out = []
+        for k, (m, s) in enumerate(zip(maps, scores)):
+            mask = defect_mask(m, it, pt)
+            out.append(Inspection(float(s), it, pt, m, mask, find_regions(m, mask), names[k] if names else ""))
+        return out
+
+    def inspect(
+        self, image: np.ndarray | str | os.PathLike, image_threshold: float | None = None, pixel_threshold: float | None = None
+    ) -> Inspection:
+        """One image (an internal-form array or a path)."""
+        name = ""
+        if not isinstance(image, np.ndarray):
+            name, image = str(image), read_image(image)
+        return self.inspect_batch([image], image_threshold, pixel_threshold, [name])[0]
+
+
+def describe(model_path: str | Path) -> str:
+    """Human-readable metadata of a model file."""
+    return json.dumps(Inspector(model_path).info.summary(), indent=2)
