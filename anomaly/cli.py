@@ -274,7 +274,7 @@ def cmd_ui(a: argparse.Namespace) -> int:
         print(f"error: {app}: dashboard not found (run from a source checkout)", file=sys.stderr)
         return EXIT_USAGE
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
-                            "--server.address", "localhost"])
+                            "--server.address", "localhost"], cwd=app.parent.parent)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "score": cmd_score,

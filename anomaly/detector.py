@@ -38,6 +38,7 @@ class Detector:
     def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None) -> None:
         self.model_config = model_config or ModelConfig()
         self.train_config = train_config or TrainConfig()
+        torch.manual_seed(self.train_config.seed)  # initial weights are part of what --seed fixes
         self.module = InspectionModule(self.model_config)
         self.calibration: Calibration | None = None
         self.summary: dict[str, Any] = {}

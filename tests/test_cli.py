@@ -1,0 +1,64 @@
+"""Bad input gets one line naming the path and the problem, and a non-zero exit."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from anomaly.cli import build_parser, main
+from anomaly.imageio import save_image
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_missing_folder(capsys, tmp_path):
+    code, err = _run(capsys, "train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"))
+    assert code == 2 and err.count("\n") == 0 and "nowhere: no such folder" in err
+
+
+def test_folder_without_images(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, err = _run(capsys, "train", str(tmp_path / "empty"), "--out", str(tmp_path / "m"))
+    assert code == 2 and "empty: no images found" in err
+
+
+def test_wrong_model_folder_and_file(capsys, tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    code, err = _run(capsys, "evaluate", str(tmp_path / "notamodel"), str(tmp_path))
+    assert code == 2 and "notamodel: not a model folder" in err
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"this is not onnx")
+    code, err = _run(capsys, "info", str(fake))
+    assert code == 2 and "fake.onnx: not a loadable ONNX model" in err
+
+
+def test_too_few_images_to_calibrate(capsys, tmp_path):
+    for i in range(3):
+        save_image(tmp_path / "few" / f"{i}.png", np.zeros((16, 16, 3), np.float32))
+    code, err = _run(capsys, "train", str(tmp_path / "few"), "--out", str(tmp_path / "m"))
+    assert code == 2 and "need at least 6 good images" in err
+
+
+def test_help_explains_every_option():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.dest} has no help"
+    out = subprocess.run([sys.executable, "-m", "anomaly.cli", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--out", "--model", "--image-size", "--epochs", "--seed"):
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize("kind", ["nonsense"])
+def test_unknown_model_kind_is_rejected(kind, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "anomaly.cli", "train", str(tmp_path), "--out", "x", "--model", kind],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice" in out.stderr

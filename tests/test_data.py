@@ -1,0 +1,55 @@
+"""Dataset discovery, the held-out split, and reporting of unreadable files."""
+
+import numpy as np
+import pytest
+
+from anomaly.data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
+from anomaly.imageio import save_image
+
+
+def _img(path, value=0.5):
+    save_image(path, np.full((16, 16, 3), value, np.float32))
+
+
+def test_mvtec_layout_found_with_masks(tmp_path):
+    for i in range(3):
+        _img(tmp_path / "train/good" / f"{i:03d}.png")
+    _img(tmp_path / "test/good/000.png")
+    _img(tmp_path / "test/scratch/000.png")
+    save_image(tmp_path / "ground_truth/scratch/000_mask.png", np.ones((16, 16), np.uint8) * 255)
+    ds = find_dataset(tmp_path)
+    assert ds.is_mvtec and len(ds.train) == 3
+    test = find_test_set(tmp_path)
+    assert [(s.defect, s.is_defective, s.mask_path is not None) for s in test] == [("good", False, False), ("scratch", True, True)]
+    assert load_mask(test[1], (16, 16)).all() and not load_mask(test[0], (16, 16)).any()
+
+
+def test_plain_folder_and_errors(tmp_path):
+    _img(tmp_path / "a.png")
+    assert len(find_dataset(tmp_path).train) == 1 and not find_dataset(tmp_path).is_mvtec
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="empty: no images found"):
+        find_dataset(empty)
+    with pytest.raises(DatasetError, match="missing: no such folder"):
+        find_dataset(tmp_path / "missing")
+    with pytest.raises(DatasetError, match="not an MVTec-style folder"):
+        find_test_set(tmp_path)
+
+
+def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
+    paths = [tmp_path / f"{i}.png" for i in range(40)]
+    fit, hold = split_holdout(paths, 0.15, 4, seed=3)
+    assert len(hold) == 6 and len(fit) == 34 and not set(fit) & set(hold)
+    assert split_holdout(paths, 0.15, 4, seed=3) == (fit, hold)
+    with pytest.raises(DatasetError, match="at least 6"):
+        split_holdout(paths[:5], 0.15, 4, seed=0)
+
+
+def test_unreadable_images_are_reported_and_skipped(tmp_path):
+    _img(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"garbage")
+    warnings = []
+    images, ok = load_images([tmp_path / "ok.png", tmp_path / "broken.png"], warn=warnings.append)
+    assert len(images) == 1 and ok == [tmp_path / "ok.png"]
+    assert len(warnings) == 1 and "broken.png" in warnings[0]

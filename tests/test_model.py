@@ -1,0 +1,57 @@
+"""The torch pipeline: shapes, residual maths, determinism, persistence."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from anomaly.config import ModelConfig  # noqa: E402
+from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae"])
+def test_forward_shapes_and_score_is_map_max(kind):
+    m = InspectionModule(ModelConfig(kind=kind, image_size=64, base_channels=8, latent_channels=4)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    amap, score = m(x)
+    assert amap.shape == (2, 1, 64, 64) and score.shape == (2,)
+    assert torch.allclose(score, amap.amax(dim=(1, 2, 3)))
+    loss, parts = m.train().training_loss(x)
+    assert loss.requires_grad and all(np.isfinite(v) for v in parts.values())
+
+
+def test_ssim_identical_is_one_and_differs_for_noise():
+    w = gaussian_kernel1d(1.5)
+    assert w.numel() == 11 and torch.isclose(w.sum(), torch.tensor(1.0))
+    a = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(ssim_map(a, a, w), torch.ones(1, 1, 32, 32), atol=1e-4)
+    assert ssim_map(a, torch.rand(1, 3, 32, 32), w).mean() < 0.5
+
+
+def test_blur_keeps_constants_and_spreads_a_peak():
+    k = gaussian_kernel1d(2.0)
+    const = torch.full((1, 1, 20, 20), 3.0)
+    assert torch.allclose(separable_blur(const, k), const, atol=1e-5)
+    peak = torch.zeros(1, 1, 21, 21)
+    peak[0, 0, 10, 10] = 1.0
+    out = separable_blur(peak, k)
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-4) and out.max() < 0.1
+
+
+def test_vae_is_deterministic_in_eval_and_random_in_training():
+    m = InspectionModule(ModelConfig(kind="vae", image_size=64, base_channels=8, latent_channels=4))
+    x = torch.rand(2, 3, 64, 64)
+    m.eval()
+    assert torch.equal(m(x)[0], m(x)[0])
+    m.train()
+    r1, _ = m.net(x)
+    r2, _ = m.net(x)
+    assert not torch.equal(r1, r2)
+
+
+def test_feature_backbone_is_frozen_and_stays_in_eval_mode():
+    m = InspectionModule(ModelConfig(kind="feature_ae", image_size=64))
+    m.train()
+    assert not m.features.training
+    assert all(not p.requires_grad for p in m.features.parameters())
+    assert any(p.requires_grad for p in m.net.parameters())
