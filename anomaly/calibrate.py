@@ -27,6 +27,8 @@ class Calibration:
     holdout_count: int = 0
     image_threshold_f1: float | None = None
     pixel_threshold_f1: float | None = None
+    f1_source: str | None = None  # "synthetic" (painted defects) or "labelled" (--defects)
+    synthetic_defects: dict | None = None  # generator settings, when f1_source is synthetic
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .calibrate import Calibration, calibrate
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .defects import DefectSettings, random_defect
 from .data import DatasetError, find_dataset, load_images, split_holdout
 from .errors import ModelFileError
 from .imageio import Placement, crop_to_content, fit_to_square
@@ -58,6 +59,7 @@ class Detector:
         hold_fitted = [self._fit(img) for img in hold_raw]
         history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress)
         self.calibrate([f[0] for f in hold_fitted], [f[1] for f in hold_fitted])
+        self.calibrate_with_synthetic([f[0] for f in hold_fitted])
         sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
         self.summary = {
             "data": str(Path(data).resolve()),
@@ -109,6 +111,21 @@ class Detector:
         self.calibration = cal
         return cal
 
+    def calibrate_with_synthetic(self, good_images: list[np.ndarray], settings: DefectSettings | None = None) -> Calibration:
+        """F1-optimal thresholds with no labelled defects: paint one synthetic defect
+        (exact mask) on a copy of each held-out good image and pick the thresholds that
+        best separate them from the untouched originals. Stored next to the calibrated
+        thresholds, with the generator's settings."""
+        settings = settings or DefectSettings(scale_range=(0.01, 0.1), probability=1.0)
+        rng = np.random.default_rng(self.train_config.seed)
+        painted = [random_defect(img, rng, kinds=settings.kinds, scale_range=settings.scale_range)[:2] for img in good_images]
+        images = list(good_images) + [p[0] for p in painted]
+        labels = [False] * len(good_images) + [True] * len(painted)
+        masks = [np.zeros(img.shape[:2], bool) for img in good_images] + [p[1] for p in painted]
+        cal = self.calibrate_with_defects(images, labels, masks)
+        cal.f1_source, cal.synthetic_defects = "synthetic", settings.to_dict()
+        return cal
+
     def calibrate_with_defects(self, images: list[np.ndarray], labels: list[bool], masks: list[np.ndarray]) -> Calibration:
         """F1-optimal image and pixel thresholds from labelled images (good and defective),
         offered next to the false-reject ones; they do not replace them."""
@@ -120,6 +137,7 @@ class Detector:
         defect_masks = [mk for mk, lab in zip(masks, labels) if lab]
         if defect_maps:
             self.calibration.pixel_threshold_f1 = float(pixel_f1_threshold(defect_masks, defect_maps)[0])
+        self.calibration.f1_source, self.calibration.synthetic_defects = "labelled", None
         return self.calibration
 
     # ----- inference ----------------------------------------------------------------

@@ -120,8 +120,9 @@ def write_report(out: Path, scorer: Scorer, samples: list[TestSample], labels: n
             verdict = "FAIL" if sc >= scorer.image_threshold else "PASS"
             panels = [("input", img)]
             if reconstruct is not None:
-                rec = reconstruct(img)
-                panels.append(("reconstruction" if rec is not None else "heatmap", rec if rec is not None else colorize(hm)))
+                panels.append(("reconstruction", reconstruct(img)))
+            else:  # feature models reconstruct features, not pixels: show the raw heatmap
+                panels.append(("heatmap (0 .. 1.5)", colorize(hm)))
             panels.append((f"score {sc:.2f} {verdict}", overlay(img, hm, mask, scorer.pixel_threshold)))
             gt = load_mask(s, img.shape[:2]).astype(np.uint8) * 255
             panels.append(("ground truth", gt))
