@@ -132,8 +132,11 @@ def write_report(out: Path, scorer: Scorer, samples: list[TestSample], labels: n
 
 
 def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"note: {path} not written (matplotlib is not installed; pip install matplotlib)")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
