@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip install --quiet "torch==2.13.0"
-python3 -m pip install --quiet -e ".[train,ui,dev]"
+python3 -m pip install --quiet -e ".[train,ui,dev,ray]"
 if [ "${WITH_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
