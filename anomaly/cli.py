@@ -82,7 +82,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-threshold", type=float, default=None, help="pixel threshold for defect regions (default: the model's)")
     p.add_argument("--overlays", action="store_true", help="also write overlay and mask PNGs mirroring the input tree")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model session (default: all cores locally, 1 per worker with --engine ray)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (needs anomaly[ray])")
     p.add_argument("--address", default=None, help="ray: cluster address to join (default: start a local instance)")
     p.add_argument("--workers", type=int, default=None, help="ray: number of scoring actors (default: CPUs / threads)")

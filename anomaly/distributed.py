@@ -98,6 +98,11 @@ class RayNotInstalledError(ImportError, ValueError):
     too, so `anomaly score` reports it in one line and exits 2)."""
 
 
+class RayConnectError(ConnectionError, ValueError):
+    """Ray could not be started or joined (wrong --address, cluster down); a ValueError
+    too, so `anomaly score` reports it in one line and exits 2."""
+
+
 class RayScoringError(RuntimeError):
     """The Ray job failed (e.g. a batch kept killing its actor); rows written so far are kept."""
 
@@ -470,14 +475,20 @@ def _start_ray(ray, address: str | None, num_cpus: int | None, init_kwargs: dict
     if ray.is_initialized():
         return False, 0.0
     t0 = time.perf_counter()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # e.g. set by `ray job submit`
     if address:  # the cluster's own settings apply (and Ray Client accepts few keywords)
         kwargs: dict[str, Any] = dict(address=address)
     else:
+        # "local": always a new instance, never a cluster some earlier `ray start` left registered
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs = dict(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
-                      logging_level=logging.WARNING)
+        kwargs = dict(address="local", num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                      include_dashboard=False, logging_level=logging.WARNING)
     kwargs.update(init_kwargs or {})
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise RayConnectError(f"could not {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return True, time.perf_counter() - t0
 
 
@@ -501,8 +512,8 @@ def score_with_ray(
     """Score every image of INPUT with the ONNX model into OUT_DIR on Ray (module doc).
 
     address: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
-    None starts a local instance with ``workers * threads`` CPUs (all CPUs if workers is
-    None) and stops it at the end. A Ray already initialised in this process is used as
+    None means $RAY_ADDRESS if set, else a new local instance with ``workers * threads``
+    CPUs (all CPUs if workers is None), stopped at the end. A Ray already initialised in this process is used as
     it is. workers: scoring actors (default: the cluster's CPUs // threads). threads:
     onnxruntime threads per actor, also the CPUs each actor reserves (default 1).
     max_restarts: how often an actor may be restarted, and a batch retried, after its
