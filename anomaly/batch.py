@@ -52,10 +52,11 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -378,7 +379,7 @@ class ResultsWriter:
         _write_text_atomic(self.csv_path, _csv_text([CSV_COLUMNS] + [csv_row(r) for r in records]))
         return records
 
-    def open(self) -> "ResultsWriter":
+    def open(self) -> ResultsWriter:
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8", newline="")
         self._csv = open(self.csv_path, "a", encoding="utf-8", newline="")
         return self
@@ -406,7 +407,7 @@ class ResultsWriter:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

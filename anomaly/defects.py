@@ -26,8 +26,9 @@ grow with the image size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -830,7 +831,7 @@ class DefectSettings:
         return {"kinds": list(self.kinds), "scale_range": list(self.scale_range), "probability": self.probability}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DefectSettings":
+    def from_dict(cls, data: dict[str, Any]) -> DefectSettings:
         """Inverse of `to_dict`; missing keys take defaults, unknown keys are an error."""
         extra = set(data) - {"kinds", "scale_range", "probability"}
         if extra:

@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .calibrate import Calibration, calibrate
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .defects import DefectSettings, random_defect
 from .data import DatasetError, find_dataset, load_images, split_holdout
+from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
 from .imageio import Placement, crop_to_content, fit_to_square
 from .metrics import best_f1_threshold, pixel_f1_threshold
@@ -45,7 +45,7 @@ class Detector:
         self.summary: dict[str, Any] = {}
 
     # ----- learning -----------------------------------------------------------------
-    def fit(self, data: str | Path, progress: bool = True) -> "Detector":
+    def fit(self, data: str | Path, progress: bool = True) -> Detector:
         """Train on the good images of a folder (plain or MVTec `train/good`), holding
         out part of them to stop early and to calibrate thresholds."""
         dataset = find_dataset(data)
@@ -200,7 +200,7 @@ class Detector:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Detector":
+    def load(cls, folder: str | Path) -> Detector:
         folder = Path(folder)
         cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         if not folder.is_dir():
@@ -214,7 +214,7 @@ class Detector:
             det = cls(from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta.get("train", {})))
             state = load_file(str(weights))
             missing, unexpected = det.module.load_state_dict(state, strict=False)
-        except Exception as exc:  # noqa: BLE001 - any failure here means a bad model file
+        except Exception as exc:  # several exception types all mean: not a usable file
             raise ModelFileError(f"{folder}: cannot load model ({exc})") from exc
         missing = [k for k in missing if not k.startswith("features.")]
         if missing or unexpected:

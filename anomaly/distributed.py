@@ -59,10 +59,11 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .batch import (
     CSV_COLUMNS,
@@ -72,6 +73,7 @@ from .batch import (
     InputItem,
     RunInfo,
     ScoreSummary,
+    _fsync_dir,
     _inspect_chunk,
     collect_inputs,
     csv_row,
@@ -128,7 +130,7 @@ def _import_ray():
     try:
         import pyarrow  # noqa: F401
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise RayNotInstalledError(
             f"the ray engine needs Ray Data and pyarrow ({exc}); install them with: pip install 'anomaly[ray]'"
@@ -178,19 +180,6 @@ def table_to_records(table) -> list[dict[str, Any]]:
         row["regions"] = json.loads(row["regions"]) if row["regions"] else []
         out.append({k: row[k] for k in RECORD_KEYS})
     return out
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_shard(shards_dir: Path, records: Sequence[dict[str, Any]], run: RunInfo, name: str | None = None) -> Path:
@@ -486,7 +475,7 @@ def _start_ray(ray, address: str | None, num_cpus: int | None, init_kwargs: dict
     kwargs.update(init_kwargs or {})
     try:
         ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+    except Exception as exc:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
         raise RayConnectError(f"could not {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return True, time.perf_counter() - t0
@@ -609,7 +598,7 @@ def score_with_ray(
                     bar.update(len(rows))
             except (KeyboardInterrupt, RayScoringError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - Ray wraps worker failures in many types
+            except Exception as exc:
                 raise RayScoringError(f"the Ray job stopped ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
                                       f"{len(records)} rows are kept in {out_dir}, run again to resume") from exc
             finally:

@@ -12,8 +12,9 @@ ground-truth masks resampled (a pixel is defect if at least half of it was).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np

@@ -10,9 +10,10 @@ time exactly what it saw while training.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import cv2
 import numpy as np

@@ -20,21 +20,21 @@ Why this module looks the way it does:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 from skimage.measure import label as _label_regions
 
 __all__ = [
-    "roc_curve",
-    "roc_auc",
-    "pixel_auroc",
     "aupro",
     "best_f1_threshold",
     "confusion",
     "f1_score",
+    "pixel_auroc",
     "pixel_f1_threshold",
+    "roc_auc",
+    "roc_curve",
 ]
 
 # Queries per np.searchsorted call, so its int64 output stays ~8 MB however many

@@ -114,7 +114,7 @@ class FeatureExtractor(nn.Module):
             p.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":
+    def train(self, mode: bool = True) -> FeatureExtractor:
         # Always eval: batch-norm statistics stay the ImageNet ones.
         return super().train(False)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -39,7 +40,7 @@ class ModelInfo:
     metadata: dict[str, str]
 
     @classmethod
-    def from_metadata(cls, path: Path, meta: dict[str, str]) -> "ModelInfo":
+    def from_metadata(cls, path: Path, meta: dict[str, str]) -> ModelInfo:
         if meta.get("anomaly.format") != FORMAT:
             raise ModelFileError(f"{path}: not an anomaly inspection model (no '{FORMAT}' metadata); export it with `anomaly export`")
         try:
@@ -82,7 +83,7 @@ class Inspection:
     def verdict(self) -> str:
         return "FAIL" if self.is_defective else "PASS"
 
-    def with_thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> "Inspection":
+    def with_thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> Inspection:
         """Re-decide with other thresholds without running the model again."""
         it = self.image_threshold if image_threshold is None else float(image_threshold)
         pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
@@ -120,7 +121,7 @@ class Inspector:
             raise ModelFileError(f"{path}: no such model file")
         try:
             self.session = ort.InferenceSession(str(path), _session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
+        except Exception as exc:  # several exception types all mean: not a usable file
             raise ModelFileError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
         self.info = ModelInfo.from_metadata(path, self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anomaly.batch import file_sha256, score_inputs  # noqa: E402
-from anomaly.imageio import list_images  # noqa: E402
-from anomaly.runtime import Inspector  # noqa: E402
+from anomaly.batch import file_sha256, score_inputs
+from anomaly.imageio import list_images
+from anomaly.runtime import Inspector
 
 DEFAULT_MODEL = ROOT / "models" / "default.onnx"
 HEADER = ("| images | engine | workers x threads | Ray startup (s) | scoring (s) | images/s (scoring) "
@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     elif not DEFAULT_MODEL.is_file():
         print(f"note: {DEFAULT_MODEL} not found; using {model}")
 
-    from anomaly.distributed import score_with_ray
-    import ray
     import onnxruntime
+    import ray
+
+    from anomaly.distributed import score_with_ray
 
     info = Inspector(model).info
     ncpu = os.cpu_count() or 1

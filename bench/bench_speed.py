@@ -41,8 +41,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -346,7 +346,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     tx1, txb = torch.from_numpy(x1), torch.from_numpy(xb)
 
-    def torch_call(x: "torch.Tensor", threads: int) -> Callable[[], object]:
+    def torch_call(x: torch.Tensor, threads: int) -> Callable[[], object]:
         def call() -> object:
             torch.set_num_threads(threads)
             return module(x)

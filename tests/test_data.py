@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from anomaly.data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
+from anomaly.data import (
+    DatasetError,
+    find_dataset,
+    find_test_set,
+    load_images,
+    load_mask,
+    split_holdout,
+)
 from anomaly.imageio import save_image
 
 

@@ -18,10 +18,10 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from anomaly import distributed  # noqa: E402
-from anomaly.batch import CSV_COLUMNS, EXIT_ERRORS, score_inputs  # noqa: E402
-from anomaly.cli import main  # noqa: E402
-from anomaly.distributed import CRASH_ENV, score_with_ray  # noqa: E402
+from anomaly import distributed
+from anomaly.batch import CSV_COLUMNS, EXIT_ERRORS, score_inputs
+from anomaly.cli import main
+from anomaly.distributed import CRASH_ENV, score_with_ray
 
 pytestmark = pytest.mark.slow
 QUIET = dict(progress=False)

@@ -12,15 +12,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly import metrics  # noqa: E402
-from anomaly.cli import main  # noqa: E402
-from anomaly.config import ModelConfig, TrainConfig  # noqa: E402
-from anomaly.data import find_test_set, load_mask  # noqa: E402
-from anomaly.detector import Detector  # noqa: E402
-from anomaly.errors import ModelFileError  # noqa: E402
-from anomaly.defects import DEFECTS  # noqa: E402
-from anomaly.imageio import read_image, save_image  # noqa: E402
-from anomaly.synth import generate_dataset  # noqa: E402
+from anomaly import metrics
+from anomaly.cli import main
+from anomaly.config import ModelConfig, TrainConfig
+from anomaly.data import find_test_set, load_mask
+from anomaly.defects import DEFECTS
+from anomaly.detector import Detector
+from anomaly.errors import ModelFileError
+from anomaly.imageio import read_image, save_image
+from anomaly.synth import generate_dataset
 
 SIZE = 128
 

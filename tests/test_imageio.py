@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from anomaly.imageio import (
-    ImageReadError, crop_to_content, decode_image, fit_to_square, list_images, map_to_original, read_image, to_batch,
+    ImageReadError,
+    crop_to_content,
+    decode_image,
+    fit_to_square,
+    list_images,
+    map_to_original,
+    read_image,
+    to_batch,
 )
 
 

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly.config import ModelConfig  # noqa: E402
-from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map  # noqa: E402
+from anomaly.config import ModelConfig
+from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map
 
 
 @pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae"])

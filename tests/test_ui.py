@@ -158,6 +158,7 @@ def test_extra_inputs_hook_and_bad_model_upload(picks):
 
 def test_batch_exports(picks):
     import dashboard_logic as logic
+
     from anomaly.runtime import Inspector
 
     ins = Inspector(MODEL)
@@ -175,6 +176,7 @@ def test_batch_exports(picks):
 def test_large_image_is_downscaled_for_display_only(picks):
     import cv2
     import dashboard_logic as logic
+
     from anomaly.runtime import Inspector
 
     img = cv2.imread(str(picks["bad"]))

@@ -24,14 +24,14 @@ for _p in (str(_HERE.parent), str(_HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import altair as alt  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+import altair as alt
+import dashboard_logic as logic
+import pandas as pd
+import streamlit as st
 
-import dashboard_logic as logic  # noqa: E402
-from anomaly.errors import ModelFileError  # noqa: E402
-from anomaly.imageio import ImageReadError, read_image, to_uint8  # noqa: E402
-from anomaly.runtime import Inspector  # noqa: E402
+from anomaly.errors import ModelFileError
+from anomaly.imageio import ImageReadError, read_image, to_uint8
+from anomaly.runtime import Inspector
 
 PAGE_SIZE = 8  # image cards per page in the Inspect tab
 EXTRA_INPUTS = "extra_inputs"

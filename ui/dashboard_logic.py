@@ -14,10 +14,10 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -338,7 +338,7 @@ def load_scored_folder(folder: str | Path) -> ScoredRun:
     try:
         table = pd.read_csv(csv, dtype={"path": str, "verdict": str, "error": str}, keep_default_na=False,
                             na_values={"score": ["", "nan", "NaN"]})
-    except Exception as exc:  # noqa: BLE001 - pandas raises several types for a broken CSV
+    except Exception as exc:
         raise ReviewError(f"{csv}: cannot read ({str(exc).splitlines()[0][:160]})") from exc
     missing = [c for c in ("path", "score", "verdict") if c not in table.columns]
     if missing:
