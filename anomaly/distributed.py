@@ -75,6 +75,7 @@ from .batch import (
     ScoreSummary,
     _fsync_dir,
     _inspect_chunk,
+    _write_text_atomic,
     collect_inputs,
     csv_row,
     load_input,
@@ -253,16 +254,6 @@ def _csv_lines(records: Iterable[dict[str, Any]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(csv_row(r) for r in records)
     return buf.getvalue()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _ordered(records: dict[str, dict[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
