@@ -13,10 +13,13 @@ What a run writes to OUT_DIR:
 - ``run.json``: the model file's sha256, the thresholds used, the input and the start time
   (plus the times of later resumes).
 - ``.score.lock``: held while a run writes, so two runs never write one folder at once.
-- with ``overlays=True``: ``overlays/<relative path>.png`` (heatmap + defect outlines)
-  and ``masks/<relative path>.png`` (0/255), mirroring the input tree. A ``.png``
-  input keeps its name; any other file gets ``.png`` appended (``a.jpg`` -> ``a.jpg.png``),
-  so ``a.jpg`` and ``a.png`` side by side never overwrite each other.
+- with ``overlays=True``: ``overlays/<relative path>.jpg`` (heatmap + defect outlines,
+  JPEG quality 90: a picture for people, and 20x cheaper to encode than PNG, which
+  kept folder scoring far below the model's own speed) and ``masks/<relative path>.png``
+  (0/255, lossless), mirroring the input tree. A name already ending in the suffix keeps
+  it; any other gets it appended (``a.png`` -> overlay ``a.png.jpg``, mask ``a.png``;
+  ``a.jpg`` -> overlay ``a.jpg``, mask ``a.jpg.png``), so ``a.jpg`` and ``a.png`` side by
+  side never overwrite each other.
 
 Nothing is lost: rows are appended, flushed and fsynced after every batch; a re-run
 with the same model file, thresholds and input resumes and skips what is done; a
@@ -58,10 +61,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from . import __version__
-from .imageio import IMAGE_EXTENSIONS, list_images, read_image, save_image
+from .imageio import IMAGE_EXTENSIONS, list_images, read_image
 from .regions import defect_mask, find_regions
 from .runtime import Inspection, Inspector
 
@@ -200,22 +204,31 @@ def _csv_text(rows: Iterable[Sequence[str]]) -> str:
 
 
 # ----- overlays -----------------------------------------------------------------------
-def overlay_relpath(path_label: str) -> PurePosixPath:
-    """Where a label's overlay/mask goes below overlays/ and masks/: the label made
-    relative and safe (no absolute anchor, no '..'), with '.png' appended unless it
-    already ends so."""
+OVERLAY_SUFFIX = ".jpg"
+MASK_SUFFIX = ".png"
+_OVERLAY_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 90]
+_MASK_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1]  # 1-bit PNG: 5x faster to encode; reads back as 0/255
+
+
+def overlay_relpath(path_label: str, suffix: str = MASK_SUFFIX) -> PurePosixPath:
+    """Where a label's mask (suffix '.png') or overlay (OVERLAY_SUFFIX) goes below
+    masks/ or overlays/: the label made relative and safe (no absolute anchor, no
+    '..'), with the suffix appended unless it already ends so."""
     parts = [p for p in PurePosixPath(path_label.replace("\\", "/")).parts if p not in ("/", "", ".")]
     parts = ["__" if p == ".." else p.replace(":", "_") for p in parts] or ["image"]
-    if not parts[-1].lower().endswith(".png"):
-        parts[-1] += ".png"
+    if not parts[-1].lower().endswith(suffix):
+        parts[-1] += suffix
     return PurePosixPath(*parts)
 
 
-def _write_atomic_image(path: Path, image: np.ndarray) -> None:
+def _write_atomic_image(path: Path, image: np.ndarray, params: list[int]) -> None:
+    """uint8 RGB or gray -> file, via a temporary name renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        save_image(tmp, image)
+        pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+        if not cv2.imwrite(str(tmp), pixels, params):
+            raise OSError(f"{path}: could not write image")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -223,13 +236,13 @@ def _write_atomic_image(path: Path, image: np.ndarray) -> None:
 
 
 def write_overlays(out_dir: str | Path, path_label: str, image: np.ndarray, inspection: Inspection) -> tuple[Path, Path]:
-    """Write overlays/<label>.png (Inspection.overlay) and masks/<label>.png (0/255),
+    """Write overlays/<label>.jpg (Inspection.overlay) and masks/<label>.png (0/255),
     each to a temporary name first, then renamed into place."""
-    rel = overlay_relpath(path_label)
     out_dir = Path(out_dir)
-    ov, mk = out_dir / OVERLAYS_DIR / rel, out_dir / MASKS_DIR / rel
-    _write_atomic_image(ov, inspection.overlay(image))
-    _write_atomic_image(mk, inspection.mask.astype(np.uint8) * 255)
+    ov = out_dir / OVERLAYS_DIR / overlay_relpath(path_label, OVERLAY_SUFFIX)
+    mk = out_dir / MASKS_DIR / overlay_relpath(path_label, MASK_SUFFIX)
+    _write_atomic_image(ov, inspection.overlay(image), _OVERLAY_PARAMS)
+    _write_atomic_image(mk, inspection.mask.astype(np.uint8) * 255, _MASK_PARAMS)
     return ov, mk
 
 
@@ -580,7 +593,9 @@ def score_inputs(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     input, model, out_dir = Path(input), Path(model), Path(out_dir)
     items = collect_inputs(input)
-    inspector = Inspector(model, threads=threads)
+    # Decode and overlay threads share the cores with inference: idle ORT threads must
+    # sleep, not spin, or they take the CPU those threads need (+10% images/s measured).
+    inspector = Inspector(model, threads=threads, spin=False)
     it = inspector.image_threshold if image_threshold is None else float(image_threshold)
     pt = inspector.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
     run = RunInfo(model=str(model.resolve()), model_sha256=file_sha256(model), image_threshold=it,

@@ -399,7 +399,7 @@ class ChunkScorer:
     def __init__(self, model: Any, model_sha256: str, threads: int, image_threshold: float, pixel_threshold: float,
                  batch_size: int, overlays_dir: str | None = None, decode_threads: int = 2,
                  crash_marker: str | None = None) -> None:
-        self.inspector = Inspector(_materialize_model(model, model_sha256), threads=threads)
+        self.inspector = Inspector(_materialize_model(model, model_sha256), threads=threads, spin=False)  # decoding shares the cores
         self.image_threshold, self.pixel_threshold = image_threshold, pixel_threshold
         self.batch_size = batch_size
         self.overlays_dir = overlays_dir

@@ -184,8 +184,9 @@ def test_overlays_mirror_nested_tree(tiny_onnx: Path, tiny_dataset: Path, tmp_pa
     out = tmp_path / "out"
     summary = score_inputs(src, tiny_onnx, out, overlays=True, image_threshold=0.0, **FAST)
     assert summary.errors == 0
-    for rel in ("a/b/part.png", "a/other.png", "top.png", "a/b/jpeg.jpg.png"):
-        ov = cv2.imread(str(out / "overlays" / rel), cv2.IMREAD_UNCHANGED)
+    for rel, ov_rel in (("a/b/part.png", "a/b/part.png.jpg"), ("a/other.png", "a/other.png.jpg"),
+                        ("top.png", "top.png.jpg"), ("a/b/jpeg.jpg.png", "a/b/jpeg.jpg")):
+        ov = cv2.imread(str(out / "overlays" / ov_rel), cv2.IMREAD_UNCHANGED)
         mk = cv2.imread(str(out / "masks" / rel), cv2.IMREAD_UNCHANGED)
         assert ov.shape == (64, 64, 3) and mk.shape == (64, 64)
         assert set(np.unique(mk)) <= {0, 255} and (mk == 255).any()  # threshold 0: every part fails somewhere
@@ -200,7 +201,7 @@ def test_cli_returns_documented_exit_code(tiny_onnx: Path, mixed_folder: Path, t
     good = str(tiny_dataset / "test" / "good")
     assert main(["score", good, "--out", str(tmp_path / "b"), "--threshold", "1e6", *base]) == EXIT_OK
     assert main(["score", good, "--out", str(tmp_path / "c"), "--threshold", "0", "--overlays", *base]) == EXIT_DEFECTS
-    assert (tmp_path / "c" / "overlays" / "000.png").is_file()
+    assert (tmp_path / "c" / "overlays" / "000.png.jpg").is_file()
     assert main(["score", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), *base]) == 2
     assert "nope" in capsys.readouterr().err
 

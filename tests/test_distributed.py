@@ -116,8 +116,8 @@ def test_ray_rows_identical_to_local(ray_local, tiny_onnx: Path, folder: Path, t
     assert summary.exit_code == local.exit_code == EXIT_ERRORS
     assert summary.workers == 2
     for sub in ("overlays", "masks"):  # written by the actors, same names and pixels
-        files = sorted(p.relative_to(tmp_path / "local" / sub) for p in (tmp_path / "local" / sub).rglob("*.png"))
-        assert files and files == sorted(p.relative_to(tmp_path / "ray" / sub) for p in (tmp_path / "ray" / sub).rglob("*.png"))
+        files = sorted(p.relative_to(tmp_path / "local" / sub) for p in (tmp_path / "local" / sub).rglob("*.*g"))
+        assert files and files == sorted(p.relative_to(tmp_path / "ray" / sub) for p in (tmp_path / "ray" / sub).rglob("*.*g"))
         for f in files:
             assert (tmp_path / "ray" / sub / f).read_bytes() == (tmp_path / "local" / sub / f).read_bytes(), f
     run = json.loads((tmp_path / "ray" / "run.json").read_text())

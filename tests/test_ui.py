@@ -203,7 +203,7 @@ def make_scored_folder(tmp: Path, picks) -> Path:
         w.writeheader()
         w.writerows(rows)
     (out / "run.json").write_text(json.dumps({"input": str(SAMPLES), "image_threshold": 1.0}))
-    (out / "overlays" / "crack" / "001.png").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
+    (out / "overlays" / "crack" / "001.png.jpg").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
     return out
 
 
@@ -247,20 +247,26 @@ def test_dashboard_does_not_import_torch():
 
 
 def test_review_reads_empty_numbers_and_overlay_names(tmp_path):
-    """An ERROR row of `anomaly score` has empty regions fields; a non-PNG keeps its
-    name with .png appended below overlays/."""
+    """An ERROR row of `anomaly score` has empty regions fields; overlays are found under
+    their current name (suffix .jpg appended unless present) and the older .png name."""
     import dashboard_logic as logic
 
     (tmp_path / "overlays").mkdir()
     (tmp_path / "results.csv").write_text(
         "path,score,verdict,regions,largest_region_area,error\n"
         "x/bad.png,,ERROR,,,x/bad.png: not a readable image (corrupt or unsupported format)\n"
-        "a.jpg,1.5,FAIL,1,40,\n")
-    (tmp_path / "overlays" / "a.jpg.png").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
+        "a.jpg,1.5,FAIL,1,40,\n"
+        "b.png,1.2,FAIL,1,10,\n"
+        "c.bmp,1.1,FAIL,1,10,\n")
+    (tmp_path / "overlays" / "a.jpg").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
     (tmp_path / "overlays" / "a.png").write_bytes(b"another image's overlay")
+    (tmp_path / "overlays" / "b.png.jpg").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
+    (tmp_path / "overlays" / "c.bmp.png").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())  # older run
     run = logic.load_scored_folder(tmp_path)
-    assert list(run.table["path"]) == ["a.jpg", "x/bad.png"]
-    assert list(run.table["regions"]) == [1, 0] and run.counts() == {"FAIL": 1, "ERROR": 1, "PASS": 0}
-    assert logic.review_image(run, "a.jpg") == (tmp_path / "overlays" / "a.jpg.png", "overlay")
+    assert list(run.table["path"]) == ["a.jpg", "b.png", "c.bmp", "x/bad.png"]
+    assert list(run.table["regions"]) == [1, 1, 1, 0] and run.counts() == {"FAIL": 3, "ERROR": 1, "PASS": 0}
+    assert logic.review_image(run, "a.jpg") == (tmp_path / "overlays" / "a.jpg", "overlay")
+    assert logic.review_image(run, "b.png") == (tmp_path / "overlays" / "b.png.jpg", "overlay")
+    assert logic.review_image(run, "c.bmp") == (tmp_path / "overlays" / "c.bmp.png", "overlay")
     with pytest.raises(logic.ReviewError, match="no results.csv"):
         logic.load_scored_folder(tmp_path / "overlays")

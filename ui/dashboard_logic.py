@@ -370,29 +370,21 @@ def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="_rank").reset_index(drop=True)
 
 
-def overlay_relpath(rel: str) -> PurePosixPath:
-    """Where `anomaly score --overlays` saved the overlay of a results.csv path, below
-    overlays/ (anomaly.batch.overlay_relpath when available, else the same rule: the
-    path made relative and safe, '.png' appended unless it already ends so)."""
-    try:
-        from anomaly.batch import overlay_relpath as batch_relpath
-    except ImportError:
-        batch_relpath = None
-    if batch_relpath is not None:
-        return PurePosixPath(batch_relpath(rel))
-    parts = [p for p in PurePosixPath(rel.replace("\\", "/")).parts if p not in ("/", "", ".")]
-    parts = ["__" if p == ".." else p.replace(":", "_") for p in parts] or ["image"]
-    if not parts[-1].lower().endswith(".png"):
-        parts[-1] += ".png"
-    return PurePosixPath(*parts)
+def overlay_relpaths(rel: str) -> list[PurePosixPath]:
+    """Where `anomaly score --overlays` may have saved the overlay of a results.csv
+    path, below overlays/: '<path>.jpg' (current) or '<path>.png' (earlier versions)."""
+    from anomaly.batch import OVERLAY_SUFFIX, overlay_relpath
+
+    return [overlay_relpath(rel, OVERLAY_SUFFIX), overlay_relpath(rel, ".png")]
 
 
 def review_image(run: ScoredRun, rel: str) -> tuple[Path | None, str]:
     """The picture to show for one row: the saved overlay if present, else the
     original image. Returns (path or None, "overlay" | "original" | "missing")."""
-    overlay_path = run.folder / "overlays" / Path(overlay_relpath(rel))
-    if overlay_path.is_file():
-        return overlay_path, "overlay"
+    for candidate in overlay_relpaths(rel):
+        overlay_path = run.folder / "overlays" / Path(candidate)
+        if overlay_path.is_file():
+            return overlay_path, "overlay"
     rel_path = Path(rel)
     bases = [b for b in (run.input_dir, run.folder) if b is not None]
     if run.input_dir is not None and run.input_dir.is_file():  # a single file or a list of files was scored
