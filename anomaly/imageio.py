@@ -28,6 +28,13 @@ class ImageReadError(ValueError):
 
 def _to_internal(raw: np.ndarray, name: str) -> np.ndarray:
     """Convert what OpenCV decoded (BGR/BGRA/gray, 8/16-bit/float) to RGB float [0, 1]."""
+    if raw.dtype in (np.uint8, np.uint16) and (raw.ndim == 2 or raw.shape[2] in (1, 3)) and min(raw.shape[:2]) >= 8:
+        # The common case, done in the integer domain first (one float pass, not four):
+        # batch scoring decodes every image on the same cores that run the model.
+        rgb = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if raw.ndim == 2 or raw.shape[2] == 1 else cv2.COLOR_BGR2RGB)
+        img = rgb.astype(np.float32)
+        img *= 1.0 / (255.0 if raw.dtype == np.uint8 else 65535.0)
+        return img
     if raw.dtype == np.uint8:
         img = raw.astype(np.float32) / 255.0
     elif raw.dtype == np.uint16:
@@ -129,7 +136,8 @@ def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> 
 
     "letterbox" keeps the aspect ratio and pads with the image's edge pixels
     (so no artificial black border appears in the features); "stretch" squashes.
-    Downscaling uses area interpolation (no aliasing), upscaling bilinear.
+    Downscaling uses area interpolation (no aliasing), upscaling bilinear. An image
+    already of the working size is returned as it is (not copied).
     """
     h, w = image.shape[:2]
     if mode == "stretch" or h == w:
@@ -140,8 +148,11 @@ def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> 
         top, left = (size - ch) // 2, (size - cw) // 2
     else:
         raise ValueError(f"unknown fit mode {mode!r}")
-    interp = cv2.INTER_AREA if (ch < h or cw < w) else cv2.INTER_LINEAR
-    content = cv2.resize(image, (cw, ch), interpolation=interp)
+    if (ch, cw) == (h, w):
+        content = image  # already the working size
+    else:
+        interp = cv2.INTER_AREA if (ch < h or cw < w) else cv2.INTER_LINEAR
+        content = cv2.resize(image, (cw, ch), interpolation=interp)
     if (ch, cw) != (size, size):
         content = cv2.copyMakeBorder(
             content, top, size - ch - top, left, size - cw - left, cv2.BORDER_REPLICATE
@@ -166,7 +177,7 @@ def map_to_original(square_map: np.ndarray, placement: Placement) -> np.ndarray:
 def to_batch(images: Iterable[np.ndarray], size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, list[Placement]]:
     """Stack internal-form images into the model's input: float32 (N, 3, size, size)."""
     fitted = [fit_to_square(img, size, mode) for img in images]
-    if not fitted:
-        return np.zeros((0, 3, size, size), np.float32), []
-    batch = np.stack([f[0].transpose(2, 0, 1) for f in fitted]).astype(np.float32)
+    batch = np.empty((len(fitted), 3, size, size), np.float32)
+    for k, (square, _) in enumerate(fitted):
+        batch[k] = square.transpose(2, 0, 1)
     return batch, [f[1] for f in fitted]
