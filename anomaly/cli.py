@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import ModelConfig
 
 EXIT_USAGE = 2
 
@@ -36,6 +37,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: same data + seed = same model (default 0)")
     p.add_argument("--loss", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: reconstruction loss (default l2+ssim)")
     p.add_argument("--residual", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: residual used for the heatmap (default l2+ssim)")
+    p.add_argument("--depth", type=int, default=4,
+                   help="pixel models: down-sampling stages; the latent map is 1/2^depth of the working size (default 4)")
+    head_default = ModelConfig.segmentation_head
+    p.add_argument("--head", action=argparse.BooleanOptionalAction, default=head_default,
+                   help="feature_ae: train a small segmentation head on synthetic defects painted on the good images; "
+                        "where it recognises a defect it raises the residual heatmap up to 2x "
+                        f"(default {'on' if head_default else 'off'})")
+    p.add_argument("--synthetic-fraction", type=float, default=0.5,
+                   help="feature_ae: share of augmented training views that get a painted defect, which the autoencoder "
+                        "learns to restore and the head to find (default 0.5; 0 = none)")
     p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration (default 0.15)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
@@ -116,13 +127,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .config import AugmentConfig, ModelConfig, TrainConfig
     from .detector import Detector
 
-    mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual)
+    mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual,
+                     depth=a.depth, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
     epochs = a.epochs if a.epochs is not None else (40 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
-                     patience=a.patience, target_false_reject=a.false_reject, augment=aug)
+                     patience=a.patience, target_false_reject=a.false_reject, augment=aug,
+                     synthetic_fraction=a.synthetic_fraction)
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet)
     if a.defects is not None:
         _calibrate_f1(det, a.defects)

@@ -26,6 +26,7 @@ class ModelConfig:
     # Pixel autoencoders (ae, vae): width of the first layer, channels of the 1/16 latent map.
     base_channels: int = 24
     latent_channels: int = 16
+    depth: int = 4  # down-sampling stages: the latent map is 1/2^depth of the working size
     # Training loss of pixel autoencoders and the residual used for their heatmap.
     loss: str = "l2+ssim"
     residual: str = "l2+ssim"
@@ -35,6 +36,9 @@ class ModelConfig:
     feature_stride: int = 8
     feature_hidden: int = 128
     feature_latent: int = 48
+    # Feature autoencoder: a small head trained on synthetic defects predicts the defect
+    # mask from the feature residuals; its probability p scales the residual by (1 + p).
+    segmentation_head: bool = True
     # Heatmap smoothing (Gaussian sigma, in pixels of the working size).
     smoothing_sigma: float = 4.0
 
@@ -43,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"unknown model kind {self.kind!r}; choose from {', '.join(MODEL_KINDS)}")
         if self.image_size < 64 or self.image_size % 32:
             raise ValueError(f"image size must be a multiple of 32 and >= 64, got {self.image_size}")
+        if not 2 <= self.depth <= 7 or self.image_size % (2**self.depth):
+            raise ValueError(f"depth must be 2..7 and divide the image size by 2^depth, got {self.depth}")
         if self.fit_mode not in ("letterbox", "stretch"):
             raise ValueError(f"fit mode must be 'letterbox' or 'stretch', got {self.fit_mode!r}")
         for name in ("loss", "residual"):
@@ -80,6 +86,14 @@ class TrainConfig:
     target_false_reject: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int = 0
+    # Feature autoencoder only. Backbone features of augmented copies of each training
+    # image are computed once (the frozen backbone is most of the cost) and reused by
+    # every epoch; 0 picks the count from the dataset size.
+    feature_copies: int = 0
+    # Share of those copies that also get a painted synthetic defect (exact mask): the
+    # autoencoder learns to restore the good features from them, the head to find them.
+    synthetic_fraction: float = 0.5
+    head_epochs: int = 6
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class Detector:
             "stopped_early": history.stopped_early,
             "train_seconds": round(history.seconds, 1),
             "final_val_loss": history.val_loss[history.best_epoch] if history.val_loss else None,
+            # the synthetic defects the feature autoencoder (and head) trained on
+            "synthetic_training": (DefectSettings(probability=tc.synthetic_fraction).to_dict()
+                                   if self.model_config.kind == "feature_ae" else None),
+            "head_final_loss": history.head_loss[-1] if history.head_loss else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project_version": __version__,
         }

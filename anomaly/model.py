@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor
+from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, SegmentationHead
 
 IMAGE_THRESHOLD = 1.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,7 +67,9 @@ class InspectionModule(nn.Module):
             self.net: nn.Module = FeatureAutoencoder(self.features.channels, cfg.feature_hidden, cfg.feature_latent)
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             nfeat = self.features.channels
+            self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
         else:
+            self.head = None
             self.features = None
             self.net = ConvAutoencoder(cfg, variational=cfg.kind == "vae")
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -92,6 +94,18 @@ class InspectionModule(nn.Module):
             f = self.features((x - self.input_mean) / self.input_std)
         return (f - self.feature_mean) / self.feature_std
 
+    def feature_residual(self, f: torch.Tensor) -> torch.Tensor:
+        """Squared difference between standardised features and their reconstruction,
+        per channel: (N, C, g, g)."""
+        return (self.net(f) - f).pow(2)
+
+    def feature_maps(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean feature residual, head's defect probability) at the feature grid; with no
+        head, the residual twice."""
+        res = self.feature_residual(f)
+        r = res.mean(dim=1, keepdim=True)
+        return r, (torch.sigmoid(self.head(res)) if self.head is not None else r)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel reconstruction in [0, 1] (pixel autoencoders only)."""
         if self.features is not None:
@@ -101,12 +115,13 @@ class InspectionModule(nn.Module):
 
     def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the
-        feature model the feature residual upsampled to the input size, twice."""
+        feature model (feature residual, head probability) upsampled to the input size
+        (the residual twice when there is no head)."""
         if self.features is not None:
-            f = self.standardized_features(x)
-            r = (self.net(f) - f).pow(2).mean(dim=1, keepdim=True)
-            r = F.interpolate(r, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            return r, r
+            r, p = self.feature_maps(self.standardized_features(x))
+            size = x.shape[-2:]
+            r = F.interpolate(r, size=size, mode="bilinear", align_corners=False)
+            return r, (F.interpolate(p, size=size, mode="bilinear", align_corners=False) if self.head is not None else r)
         recon = self.reconstruct(x).clamp(0.0, 1.0)
         l2 = (recon - x).pow(2).mean(dim=1, keepdim=True)
         ssim = ((1.0 - ssim_map(recon, x, self.ssim_window)) * 0.5).clamp_min(0.0)
@@ -114,10 +129,16 @@ class InspectionModule(nn.Module):
 
     def raw_map(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed residual before calibration. L2 and SSIM are each divided by their
-        mean on normal images (set by calibration) so that both weigh the same."""
+        mean on normal images (set by calibration) so that both weigh the same. The
+        head's defect probability p scales the feature residual by (1 + p): where the
+        head recognises a defect the evidence counts up to twice, but the head alone
+        cannot raise an alarm where the features were reconstructed well, so a look
+        it learnt from synthetic defects never outvotes the residual on a good part."""
         l2, ssim = self.residual_components(x)
         kind = self.cfg.residual_kind
-        if kind == "feature" or kind == "l2":
+        if kind == "feature" and self.head is not None:
+            r = l2 * (1.0 + ssim)
+        elif kind == "feature" or kind == "l2":
             r = l2
         elif kind == "ssim":
             r = ssim
@@ -127,8 +148,7 @@ class InspectionModule(nn.Module):
 
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.features is not None:
-            f = self.standardized_features(x)
-            loss = (self.net(f) - f).pow(2).mean()
+            loss = self.feature_residual(self.standardized_features(x)).mean()
             return loss, {"recon": loss.item()}
         xn = (x - self.input_mean) / self.input_std
         recon_n, kl = self.net(xn)

@@ -36,12 +36,16 @@ def _up(cin: int, cout: int) -> nn.Sequential:
 
 
 class ConvAutoencoder(nn.Module):
-    """Image (N,3,S,S) normalised to [-1,1] -> latent (N,latent,S/16,S/16) -> image."""
+    """Image (N,3,S,S) normalised to [-1,1] -> latent (N,latent,S/2^depth,S/2^depth) -> image.
+
+    The deeper the latent grid, the more context each latent cell summarises and the
+    less a defect can be copied through it (a 4x4 grid at depth 6 is close to the
+    classic global bottleneck, yet still fully convolutional)."""
 
     def __init__(self, cfg: ModelConfig, variational: bool = False) -> None:
         super().__init__()
         c = cfg.base_channels
-        widths = [c, 2 * c, 4 * c, 4 * c]
+        widths = [c * min(2**i, 4) for i in range(cfg.depth)]
         self.variational = variational
         layers, cin = [], 3
         for w in widths:
@@ -54,7 +58,7 @@ class ConvAutoencoder(nn.Module):
             nn.Conv2d(cfg.latent_channels, cin, 1), nn.BatchNorm2d(cin), nn.LeakyReLU(0.2, inplace=True)
         )
         ups = []
-        for w in reversed([c, c, 2 * c, 4 * c]):
+        for w in reversed([c] + widths[:-1]):
             ups.append(_up(cin, w))
             cin = w
         self.decoder = nn.Sequential(*ups, nn.Conv2d(cin, 3, 3, padding=1), nn.Tanh())
@@ -156,3 +160,25 @@ class FeatureAutoencoder(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(f))
+
+
+class SegmentationHead(nn.Module):
+    """Predicts where a defect is from the per-channel feature residuals.
+
+    The residual says *how* each feature differs from its reconstruction; trained on
+    synthetic defects with exact masks, the head learns which patterns of difference
+    are defects and which are the autoencoder's normal imprecision (edges, texture).
+    Input: log(1 + squared residual), (N, C, g, g); output: logits (N, 1, g, g).
+    """
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, squared_residual: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.log1p(squared_residual))

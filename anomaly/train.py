@@ -8,15 +8,19 @@ weights of the best epoch are the ones kept.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .augment import augment
 from .config import TrainConfig
+from .defects import DefectSettings, random_defect
 from .model import InspectionModule
 
 
@@ -27,6 +31,7 @@ class TrainHistory:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    head_loss: list[float] = field(default_factory=list)
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -71,6 +76,171 @@ def validation_loss(module: InspectionModule, images: list[np.ndarray], batch_si
     return sum(losses) / sum(weights)
 
 
+@dataclass
+class FeatureBank:
+    """Standardised backbone features of augmented training images, computed once.
+
+    Row i of `inputs` is what the autoencoder sees, row `targets[i]` what it should
+    give back: the same augmented image without the painted defect (itself when no
+    defect was painted). `masks` holds each row's defect share per feature cell.
+    Stored as float16: the bank for ~200 images at 256 px is under 1 GB.
+    """
+
+    inputs: torch.Tensor  # (M, C, g, g) float16
+    targets: torch.Tensor  # (M,) int64
+    masks: torch.Tensor  # (M, 1, g, g) float16
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(rows)
+        return self.inputs[idx].float(), self.inputs[self.targets[idx]].float(), self.masks[idx].float()
+
+
+def feature_copies(cfg: TrainConfig, n_images: int) -> int:
+    """Augmented copies per training image: enough that a small set still shows the
+    autoencoder ~1500 distinct views, never more than the epochs could use."""
+    if cfg.feature_copies > 0:
+        return cfg.feature_copies
+    return int(np.clip(math.ceil(1500 / max(n_images, 1)), 2, max(2, cfg.epochs)))
+
+
+@torch.no_grad()
+def build_feature_bank(module: InspectionModule, images: list[np.ndarray], cfg: TrainConfig,
+                       defects: DefectSettings, rng: np.random.Generator, progress: bool = True) -> FeatureBank:
+    copies = feature_copies(cfg, len(images))
+    grid = module.cfg.image_size // module.cfg.feature_stride
+    inputs: list[torch.Tensor] = []
+    targets: list[int] = []
+    masks: list[torch.Tensor] = []
+    jobs = [j for _ in range(copies) for j in range(len(images))]
+    bar = tqdm(total=len(jobs), desc="features", unit="img", disable=not progress)
+    for i in range(0, len(jobs), cfg.batch_size):
+        views, painted, cells = [], [], []
+        for j in jobs[i : i + cfg.batch_size]:
+            view = augment(images[j], cfg.augment, rng)
+            views.append(view)
+            if defects.probability > 0 and rng.random() < defects.probability:
+                img, mask, _ = random_defect(view, rng, defects.kinds, defects.scale_range)
+                painted.append((len(views) - 1, img))
+                cells.append(cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA))
+        f = module.standardized_features(to_tensor(views + [p[1] for p in painted])).half()
+        n_clean = len(views)
+        # clean rows first (their own targets), then the painted rows pointing at them
+        base = sum(t.shape[0] for t in inputs)
+        inputs.append(f)
+        targets.extend(range(base, base + n_clean))
+        masks.append(torch.zeros(n_clean, 1, grid, grid, dtype=torch.float16))
+        targets.extend(base + k for k, _ in painted)
+        if cells:
+            masks.append(torch.from_numpy(np.stack(cells)[:, None]).half())
+        bar.update(len(views))
+    bar.close()
+    return FeatureBank(torch.cat(inputs), torch.tensor(targets, dtype=torch.int64), torch.cat(masks))
+
+
+def _features_of(module: InspectionModule, images: list[np.ndarray], batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([module.standardized_features(to_tensor(images[i : i + batch_size]))
+                          for i in range(0, len(images), batch_size)])
+
+
+def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: TrainConfig,
+                            rng: np.random.Generator, progress: bool = True) -> list[float]:
+    """Train the head (autoencoder frozen) to predict each bank row's defect mask from
+    the residual the autoencoder leaves on it: cross-entropy plus soft Dice, because
+    defect cells are a small minority."""
+    assert module.head is not None
+    module.eval()
+    module.head.train()
+    optimizer = torch.optim.AdamW(module.head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps = cfg.head_epochs * math.ceil(len(bank.targets) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    losses: list[float] = []
+    bar = tqdm(range(cfg.head_epochs), desc="segmentation head", unit="epoch", disable=not progress)
+    for _ in bar:
+        order = rng.permutation(len(bank.targets))
+        running = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            f, _, mask = bank.batch(order[i : i + cfg.batch_size])
+            with torch.no_grad():
+                res = module.feature_residual(f)
+            logits = module.head(res)
+            prob = torch.sigmoid(logits)
+            bce = F.binary_cross_entropy_with_logits(logits, mask)
+            dice = 1.0 - (2 * (prob * mask).sum() + 1.0) / (prob.sum() + mask.sum() + 1.0)
+            loss = bce + dice
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running += loss.item() * len(f)
+        losses.append(running / len(order))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    module.head.eval()
+    return losses
+
+
+def train_feature_model(
+    module: InspectionModule,
+    fit_images: list[np.ndarray],
+    holdout_images: list[np.ndarray],
+    cfg: TrainConfig,
+    defects: DefectSettings,
+    progress: bool = True,
+) -> TrainHistory:
+    """The feature autoencoder's loop: features once (FeatureBank), then epochs over
+    them; every epoch draws as many rows as there are training images. Painted rows
+    teach the autoencoder to give back the good features; then the head, if any."""
+    rng = set_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    feature_statistics(module, fit_images, cfg.batch_size)
+    bank = build_feature_bank(module, fit_images, cfg, defects, rng, progress)
+    val_features = _features_of(module, holdout_images, cfg.batch_size)
+    params = [p for p in module.net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    history = TrainHistory()
+    best_val, best_state, stale = float("inf"), None, 0
+    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        module.net.train()
+        rows = rng.choice(len(bank.targets), size=min(len(fit_images), len(bank.targets)), replace=False)
+        running = 0.0
+        for i in range(0, len(rows), cfg.batch_size):
+            idx = rows[i : i + cfg.batch_size]
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            f, target, _ = bank.batch(idx)
+            loss = (module.net(f) - target).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(idx)
+        schedule.step()
+        module.net.eval()
+        with torch.no_grad():
+            val = float(module.feature_residual(val_features).mean())
+        history.train_loss.append(running / max(len(rows), 1))
+        history.val_loss.append(val)
+        bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val:.4f}")
+        if val < best_val - 1e-6:
+            best_val, best_state, stale = val, copy.deepcopy(module.net.state_dict()), 0
+            history.best_epoch = epoch
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                history.stopped_early = True
+                break
+    if best_state is not None:
+        module.net.load_state_dict(best_state)
+    if module.head is not None:
+        history.head_loss = train_segmentation_head(module, bank, cfg, rng, progress)
+    module.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
 def train(
     module: InspectionModule,
     fit_images: list[np.ndarray],
@@ -78,12 +248,17 @@ def train(
     cfg: TrainConfig,
     progress: bool = True,
 ) -> TrainHistory:
+    """Train in place and keep the best epoch's weights. Pixel autoencoders: this loop,
+    augmenting every batch afresh; feature autoencoders: `train_feature_model`."""
+    if module.features is not None:
+        if module.head is not None and cfg.synthetic_fraction <= 0:
+            raise ValueError("a segmentation head needs synthetic defects to learn from (synthetic_fraction > 0)")
+        defects = DefectSettings(probability=cfg.synthetic_fraction)
+        return train_feature_model(module, fit_images, holdout_images, cfg, defects, progress)
     rng = set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    if module.features is not None:
-        feature_statistics(module, fit_images, cfg.batch_size)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))

@@ -51,7 +51,8 @@ def run(a: argparse.Namespace) -> dict:
 
     extra = json.loads(a.model_json) if a.model_json else {}
     mc = ModelConfig(kind=a.model, image_size=a.image_size, loss=a.loss, residual=a.residual, **extra)
-    tc = TrainConfig(epochs=a.epochs, seed=a.seed)
+    train_extra = json.loads(a.train_json) if a.train_json else {}
+    tc = TrainConfig(epochs=a.epochs, seed=a.seed, **train_extra)
     out = Path(a.workdir) / a.name
     t0 = time.perf_counter()
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet)
@@ -62,7 +63,7 @@ def run(a: argparse.Namespace) -> dict:
     row = {
         "name": a.name,
         "model": a.model,
-        "settings": {"loss": a.loss, "residual": a.residual, **extra} if a.model != "feature_ae" else extra,
+        "settings": {**({"loss": a.loss, "residual": a.residual} if a.model != "feature_ae" else {}), **extra, **train_extra},
         "image_auroc": round(result["image_auroc"], 4),
         "pixel_auroc": round(result["pixel_auroc"], 4),
         "pixel_aupro": round(result["pixel_aupro"], 4),
@@ -104,6 +105,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
+    p.add_argument("--train-json", default="", help="extra TrainConfig fields as JSON")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--workdir", default="/tmp/anomaly-bench")
     p.add_argument("--quiet", action="store_true")

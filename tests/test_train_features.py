@@ -1,0 +1,83 @@
+"""Feature-model training: the feature bank, denoising targets, the segmentation head."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from anomaly.config import ModelConfig, TrainConfig
+from anomaly.defects import DefectSettings
+from anomaly.model import InspectionModule
+from anomaly.train import build_feature_bank, feature_copies, train, train_segmentation_head
+
+
+def _images(n: int, size: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = np.full((size, size, 3), 0.5, np.float32)
+    return [np.clip(base + rng.normal(0, 0.02, base.shape), 0, 1).astype(np.float32) for _ in range(n)]
+
+
+def test_copies_scale_with_dataset_size_and_respect_settings():
+    assert feature_copies(TrainConfig(epochs=40), 10) == 40  # small set: capped by epochs
+    assert feature_copies(TrainConfig(epochs=40), 178) == 9  # ~1500 views
+    assert feature_copies(TrainConfig(epochs=40), 5000) == 2
+    assert feature_copies(TrainConfig(epochs=40, feature_copies=3), 10) == 3
+
+
+def test_bank_rows_pair_painted_inputs_with_their_clean_targets():
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True))
+    images = _images(6)
+    cfg = TrainConfig(epochs=2, batch_size=4, feature_copies=2)
+    bank = build_feature_bank(module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.1, 0.3)),
+                              np.random.default_rng(1), progress=False)
+    n = len(bank.targets)
+    assert bank.inputs.dtype == torch.float16 and bank.inputs.shape[0] == n == bank.masks.shape[0]
+    clean = bank.targets == torch.arange(n)
+    painted = ~clean
+    assert clean.sum() == 12 and 0 < painted.sum() <= 12  # 6 images x 2 copies, about half painted
+    # a painted row points at a clean row, carries a mask, and its features differ from it
+    assert bool(clean[bank.targets[painted]].all())
+    assert float(bank.masks[clean].abs().sum()) == 0.0
+    assert all(float(bank.masks[i].sum()) > 0 for i in torch.nonzero(painted).flatten())
+    diffs = (bank.inputs[painted].float() - bank.inputs[bank.targets[painted]].float()).abs().amax(dim=(1, 2, 3))
+    assert bool((diffs > 0).all())
+
+
+def test_head_learns_to_point_at_painted_defects():
+    torch.manual_seed(0)
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True))
+    images = _images(8)
+    cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=4, head_epochs=15, learning_rate=3e-3)
+    rng = np.random.default_rng(0)
+    from anomaly.train import feature_statistics
+    feature_statistics(module, images, 8)
+    bank = build_feature_bank(module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.15, 0.3)), rng, progress=False)
+    losses = train_segmentation_head(module, bank, cfg, rng, progress=False)
+    assert losses[-1] < losses[0]
+    f, _, mask = bank.batch(np.arange(len(bank.targets)))
+    with torch.no_grad():
+        p = torch.sigmoid(module.head(module.feature_residual(f)))
+    inside, outside = p[mask > 0.5], p[mask == 0]
+    assert inside.numel() > 0 and float(inside.mean()) > float(outside.mean()) + 0.2
+
+
+def test_head_scales_residual_and_needs_synthetic_defects():
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    r, p = module.residual_components(x)
+    assert bool(((p >= 0) & (p <= 1)).all())
+    blurred = module.raw_map(x)
+    from anomaly.model import separable_blur
+    assert torch.allclose(blurred, separable_blur(r * (1 + p), module.smooth_kernel), atol=1e-6)
+    with pytest.raises(ValueError, match="synthetic"):
+        train(module, _images(4), _images(2), TrainConfig(epochs=1, synthetic_fraction=0.0), progress=False)
+
+
+@pytest.mark.parametrize("depth", [3, 5, 6])
+def test_pixel_autoencoder_depth_sets_latent_grid(depth):
+    m = InspectionModule(ModelConfig(kind="ae", image_size=128, base_channels=8, latent_channels=4, depth=depth)).eval()
+    mu, _ = m.net.encode(torch.rand(1, 3, 128, 128))
+    assert mu.shape[-1] == 128 // 2**depth
+    assert m(torch.rand(1, 3, 128, 128))[0].shape == (1, 1, 128, 128)
+    with pytest.raises(ValueError, match="depth"):
+        ModelConfig(kind="ae", image_size=96, depth=6)
