@@ -93,7 +93,7 @@ class TrainConfig:
     # Share of those copies that also get a painted synthetic defect (exact mask): the
     # autoencoder learns to restore the good features from them, the head to find them.
     synthetic_fraction: float = 0.5
-    head_epochs: int = 6
+    head_epochs: int = 4
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

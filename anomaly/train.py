@@ -147,17 +147,26 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
                             rng: np.random.Generator, progress: bool = True) -> list[float]:
     """Train the head (autoencoder frozen) to predict each bank row's defect mask from
     the residual the autoencoder leaves on it: cross-entropy plus soft Dice, because
-    defect cells are a small minority."""
+    defect cells are a small minority. An epoch is every painted row plus as many
+    clean ones (balanced, and cheaper than the whole bank)."""
     assert module.head is not None
     module.eval()
     module.head.train()
+    painted = np.flatnonzero((bank.targets != torch.arange(len(bank.targets))).numpy())
+    clean = np.setdiff1d(np.arange(len(bank.targets)), painted)
+    per_epoch = 2 * min(len(painted), len(clean))
+    if per_epoch == 0:
+        raise ValueError("the segmentation head needs both painted and clean views; raise synthetic_fraction "
+                         f"(now {cfg.synthetic_fraction}) or train without the head")
     optimizer = torch.optim.AdamW(module.head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps = cfg.head_epochs * math.ceil(len(bank.targets) / cfg.batch_size)
+    steps = cfg.head_epochs * math.ceil(per_epoch / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     losses: list[float] = []
     bar = tqdm(range(cfg.head_epochs), desc="segmentation head", unit="epoch", disable=not progress)
     for _ in bar:
-        order = rng.permutation(len(bank.targets))
+        half = per_epoch // 2
+        order = rng.permutation(np.concatenate([rng.choice(painted, half, replace=False),
+                                                rng.choice(clean, half, replace=False)]))
         running = 0.0
         for i in range(0, len(order), cfg.batch_size):
             f, _, mask = bank.batch(order[i : i + cfg.batch_size])
