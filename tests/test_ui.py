@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +39,11 @@ def picks() -> dict:
     bad = sorted(p for p in SAMPLES.glob("*/*.png") if p.parent.name != "good")
     good_scores = ins.score([read_image(p) for p in good])[1]
     bad_scores = ins.score([read_image(p) for p in bad])[1]
-    k_bad, k_good = int(bad_scores.argmax()), int(good_scores.argmin())
-    assert bad_scores[k_bad] >= ins.image_threshold, "the model fails none of the defective samples"
+    failing = np.flatnonzero(bad_scores >= ins.image_threshold)
+    assert failing.size, "the model fails none of the defective samples"
+    # the borderline failure: its verdict flips within the slider's range (0 .. 3x calibrated)
+    k_bad, k_good = int(failing[bad_scores[failing].argmin()]), int(good_scores.argmin())
+    assert bad_scores[k_bad] + 0.05 <= 3.0 * ins.image_threshold
     assert good_scores[k_good] < ins.image_threshold, "the model passes none of the good samples"
     return {
         "bad": bad[k_bad], "bad_score": float(bad_scores[k_bad]),
