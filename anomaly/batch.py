@@ -66,7 +66,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .imageio import IMAGE_EXTENSIONS, list_images, read_image
+from .imageio import IMAGE_EXTENSIONS, Placement, crop_to_content, list_images, map_to_original, read_image, to_batch
 from .regions import defect_mask, find_regions
 from .runtime import Inspection, Inspector
 
@@ -513,30 +513,65 @@ def summarize(records: Iterable[dict[str, Any]], total: int, scored: int, resume
 
 
 # ----- the local engine ---------------------------------------------------------------
-def inspect_images(inspector: Inspector, images: Sequence[np.ndarray], image_threshold: float,
-                   pixel_threshold: float, batch_size: int) -> list[Inspection]:
-    """Inspector.inspect_batch with the model called `batch_size` images at a time."""
-    maps, scores = inspector.score(images, batch_size=batch_size)
-    out = []
-    for m, s in zip(maps, scores):
-        mask = defect_mask(m, image_threshold, pixel_threshold)
-        out.append(Inspection(float(s), image_threshold, pixel_threshold, m, mask, find_regions(m, mask)))
+def _run_model(inspector: Inspector, images: list[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, Placement] | str]:
+    """The model's square maps (with where each image sits in its square) for a chunk;
+    if a batch call fails, its images are retried one by one so only the culprit errs."""
+    out: list[tuple[np.ndarray, Placement] | str] = []
+    size, mode = inspector.info.input_size, inspector.info.fit_mode
+    for i in range(0, len(images), batch_size):
+        part = images[i : i + batch_size]
+        try:
+            batch, placements = to_batch(part, size, mode)  # type: ignore[arg-type]
+            maps, _ = inspector.run(batch)
+            out.extend(zip(maps, placements))
+        except Exception:  # noqa: BLE001
+            for img in part:
+                try:
+                    batch, placements = to_batch([img], size, mode)  # type: ignore[arg-type]
+                    out.append((inspector.run(batch)[0][0], placements[0]))
+                except Exception as exc:  # noqa: BLE001
+                    out.append(f"inference failed ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
     return out
+
+
+def _finish(raw: tuple[np.ndarray, Placement] | str, it: float, pt: float) -> Inspection | str:
+    """A model output made an Inspection at the image's own resolution (as
+    Inspector.inspect_batch does), or the error it already was."""
+    if isinstance(raw, str):
+        return raw
+    square, placement = raw
+    score = float(crop_to_content(square, placement).max())
+    if not math.isfinite(score):
+        return "model returned a non-finite score"
+    heatmap = map_to_original(square, placement)
+    mask = defect_mask(heatmap, it, pt)
+    return Inspection(score, it, pt, heatmap, mask, find_regions(heatmap, mask))
 
 
 def _inspect_chunk(inspector: Inspector, images: list[np.ndarray], it: float, pt: float,
                    batch_size: int) -> list[Inspection | str]:
     """Inspect a chunk; if the model call fails, retry one by one so only the culprit errs."""
-    try:
-        results: list[Inspection | str] = list(inspect_images(inspector, images, it, pt, batch_size))
-    except Exception:  # noqa: BLE001
-        results = []
-        for img in images:
-            try:
-                results.append(inspect_images(inspector, [img], it, pt, 1)[0])
-            except Exception as exc:  # noqa: BLE001
-                results.append(f"inference failed ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
-    return [r if isinstance(r, str) or math.isfinite(r.score) else "model returned a non-finite score" for r in results]
+    return [_finish(raw, it, pt) for raw in _run_model(inspector, images, batch_size)]
+
+
+def _records_for(chunk: list[Loaded], raw: list[tuple[np.ndarray, Placement] | str], it: float, pt: float,
+                 overlays_to: Path | None) -> list[dict[str, Any]]:
+    """The results rows of a decoded chunk from its model outputs (and its overlays
+    written, when asked): the work after inference, done off the inference thread."""
+    outputs = iter(raw)
+    records = []
+    for x in chunk:
+        res = x.error if x.image is None else _finish(next(outputs), it, pt)
+        if isinstance(res, Inspection):
+            res.name = x.item.label
+            if overlays_to is not None:
+                write_overlays(overlays_to, x.item.label, x.image, res)
+            records.append(result_row(x.item.label, res))
+        else:
+            hw = x.image.shape[:2] if x.image is not None else (None, None)
+            msg = res if x.image is None else f"{x.item.path}: {res}"
+            records.append(result_row(x.item.label, str(msg), hw[1], hw[0], image_threshold=it, pixel_threshold=pt))
+    return records
 
 
 def _lower_priority() -> None:
@@ -595,8 +630,9 @@ def score_inputs(
     """Score every image of INPUT with the ONNX model into OUT_DIR (see the module doc).
 
     Decoding runs in a thread pool ahead of inference (OpenCV releases the GIL), the
-    model is called `batch_size` images at a time, overlays are written by another
-    thread, and each batch's rows are appended and fsynced once its overlays are on disk.
+    model is called `batch_size` images at a time, and another thread turns its
+    outputs into rows, regions and overlays; each batch's rows are appended and
+    fsynced, in input order, once its overlays are on disk.
     """
     from tqdm import tqdm
 
@@ -620,15 +656,15 @@ def score_inputs(
     resumed = len(items) - len(todo)
     decode_workers = max(1, min(4, os.cpu_count() or 1))
     decoder = ThreadPoolExecutor(decode_workers, thread_name_prefix="anomaly-decode", initializer=_lower_priority)
-    painter = ThreadPoolExecutor(1, thread_name_prefix="anomaly-overlay", initializer=_lower_priority) if overlays else None
-    pending: deque[tuple[list[dict[str, Any]], list[Future]]] = deque()
+    # Heatmaps back to image size, masks, regions and overlays happen in this thread, so
+    # the inference thread goes straight on to the next batch.
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="anomaly-finish", initializer=_lower_priority)
+    pending: deque[tuple[int, Future]] = deque()  # (images in the chunk, its rows)
 
     def flush(block: bool) -> None:
         nonlocal scored
-        while pending and (block or all(f.done() for f in pending[0][1])):
-            records, futures = pending[0]
-            for f in futures:
-                f.result()  # an overlay that could not be written (disk full...) stops the run
+        while pending and (block or pending[0][1].done()):
+            records = pending[0][1].result()  # an overlay that could not be written (disk full...) stops the run
             writer.append(records)
             scored += len(records)
             pending.popleft()
@@ -637,36 +673,21 @@ def score_inputs(
                dynamic_ncols=True, smoothing=0.1)
     try:
         for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size), batch_size):
-            readable = [x for x in chunk if x.image is not None]
-            results = iter(_inspect_chunk(inspector, [x.image for x in readable], it, pt, batch_size)) if readable else iter(())
-            records, futures = [], []
-            for x in chunk:
-                res: Inspection | str = x.error if x.image is None else next(results)  # type: ignore[assignment]
-                if isinstance(res, Inspection):
-                    res.name = x.item.label
-                    if painter is not None:
-                        futures.append(painter.submit(write_overlays, out_dir, x.item.label, x.image, res))
-                    records.append(result_row(x.item.label, res))
-                else:
-                    hw = x.image.shape[:2] if x.image is not None else (None, None)
-                    msg = res if x.image is None else f"{x.item.path}: {res}"
-                    records.append(result_row(x.item.label, msg, hw[1], hw[0], image_threshold=it, pixel_threshold=pt))
-            pending.append((records, futures))
+            readable = [x.image for x in chunk if x.image is not None]
+            raw = _run_model(inspector, readable, batch_size) if readable else []
+            pending.append((len(chunk), finisher.submit(_records_for, chunk, raw, it, pt, out_dir if overlays else None)))
+            if len(pending) > 2:  # bound the images held in memory waiting for their rows
+                pending[0][1].result()
             flush(block=False)
-            if len(pending) > 2:  # bound the images held in memory waiting for their overlays
-                for f in pending[0][1]:
-                    f.result()
-                flush(block=False)
             bar.update(len(chunk))
         flush(block=True)
     finally:
         try:
-            if painter is not None:
-                painter.shutdown(wait=True)
+            finisher.shutdown(wait=True)
             decoder.shutdown(wait=False, cancel_futures=True)
-            # Keep every batch whose overlays were written, even on Ctrl-C or an error.
-            while pending and all(f.done() and not f.cancelled() and f.exception() is None for f in pending[0][1]):
-                records = pending.popleft()[0]
+            # Keep every batch whose rows (and overlays) were finished, even on Ctrl-C or an error.
+            while pending and pending[0][1].done() and not pending[0][1].cancelled() and pending[0][1].exception() is None:
+                records = pending.popleft()[1].result()
                 writer.append(records)
                 scored += len(records)
         finally:

@@ -47,6 +47,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic-fraction", type=float, default=0.5,
                    help="feature_ae: share of augmented training views that get a painted defect, which the autoencoder "
                         "learns to restore and the head to find (default 0.5; 0 = none)")
+    p.add_argument("--perceptual-weight", type=float, default=0.0,
+                   help="ae/vae: add a perceptual loss (frozen ImageNet EfficientNet-Lite0 features of reconstruction "
+                        "vs input) with this weight, for sharper edges; training only, 0 = off (default)")
     p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration (default 0.15)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
@@ -135,7 +138,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     epochs = a.epochs if a.epochs is not None else (40 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
                      patience=a.patience, target_false_reject=a.false_reject, augment=aug,
-                     synthetic_fraction=a.synthetic_fraction)
+                     synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight)
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet)
     if a.defects is not None:
         _calibrate_f1(det, a.defects)

@@ -94,6 +94,9 @@ class TrainConfig:
     # autoencoder learns to restore the good features from them, the head to find them.
     synthetic_fraction: float = 0.5
     head_epochs: int = 4
+    # Pixel autoencoders only: weight of a perceptual term (distance between frozen
+    # ImageNet features of reconstruction and input) added to the loss; 0 = off.
+    perceptual_weight: float = 0.0
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

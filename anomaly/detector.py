@@ -75,6 +75,7 @@ class Detector:
             # the synthetic defects the feature autoencoder (and head) trained on
             "synthetic_training": (DefectSettings(probability=tc.synthetic_fraction).to_dict()
                                    if self.model_config.kind == "feature_ae" else None),
+            "perceptual_weight": tc.perceptual_weight if self.model_config.kind != "feature_ae" else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project_version": __version__,

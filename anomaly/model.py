@@ -146,7 +146,11 @@ class InspectionModule(nn.Module):
             r = 0.5 * (l2 / self.residual_scale[0] + ssim / self.residual_scale[1])
         return separable_blur(r, self.smooth_kernel)
 
-    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(self, x: torch.Tensor, perceptual: nn.Module | None = None,
+                      perceptual_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss (plus KL for the VAE). `perceptual`, a training-only
+        module (reconstruction, input) -> loss, adds a term that rewards sharp edges and
+        texture; it is not part of the exported pipeline."""
         if self.features is not None:
             loss = self.feature_residual(self.standardized_features(x)).mean()
             return loss, {"recon": loss.item()}
@@ -158,6 +162,8 @@ class InspectionModule(nn.Module):
             parts["l2"] = (recon - x).pow(2).mean()
         if "ssim" in self.cfg.loss:
             parts["ssim"] = (1.0 - ssim_map(recon, x, self.ssim_window)).mean()
+        if perceptual is not None and perceptual_weight > 0:
+            parts["perceptual"] = perceptual_weight * perceptual(recon, x)
         loss = sum(parts.values())
         if self.cfg.kind == "vae":
             parts["kl"] = kl

@@ -19,9 +19,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .augment import augment
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
-from .model import InspectionModule
+from .model import IMAGENET_MEAN, IMAGENET_STD, InspectionModule
+from .networks import FeatureExtractor
 
 
 @dataclass
@@ -250,6 +251,31 @@ def train_feature_model(
     return history
 
 
+class PerceptualLoss(torch.nn.Module):
+    """How differently a frozen ImageNet network sees the reconstruction and the input.
+
+    Squared pixel error forgives a blurred edge (the average is close to both sides);
+    early EfficientNet-Lite0 blocks (2 and 4: strides 4 and 8) respond to edges and
+    texture, so matching their outputs asks for sharp reconstructions. Each channel's
+    error is divided by that channel's energy on the input, so no block dominates.
+    Training only: the exported pipeline does not contain it.
+    """
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4)
+        self.features = FeatureExtractor(cfg)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        fr = self.features((recon - self.mean) / self.std)
+        with torch.no_grad():
+            ft = self.features((target - self.mean) / self.std)
+            energy = ft.pow(2).mean(dim=(0, 2, 3), keepdim=True) + 1e-6
+        return ((fr - ft).pow(2) / energy).mean()
+
+
 def train(
     module: InspectionModule,
     fit_images: list[np.ndarray],
@@ -258,8 +284,13 @@ def train(
     progress: bool = True,
 ) -> TrainHistory:
     """Train in place and keep the best epoch's weights. Pixel autoencoders: this loop,
-    augmenting every batch afresh; feature autoencoders: `train_feature_model`."""
+    augmenting every batch afresh (early stopping watches the reconstruction loss
+    alone, so runs with and without a perceptual term stop alike); feature
+    autoencoders: `train_feature_model`."""
     if module.features is not None:
+        if cfg.perceptual_weight > 0:
+            raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); a feature autoencoder "
+                             "already compares ImageNet features")
         if module.head is not None and cfg.synthetic_fraction <= 0:
             raise ValueError("a segmentation head needs synthetic defects to learn from (synthetic_fraction > 0)")
         defects = DefectSettings(probability=cfg.synthetic_fraction)
@@ -268,6 +299,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
+    perceptual = PerceptualLoss(module.cfg.image_size) if cfg.perceptual_weight > 0 else None
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
@@ -283,7 +315,7 @@ def train(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             x = to_tensor([augment(fit_images[j], cfg.augment, rng) for j in idx])
-            loss, _ = module.training_loss(x)
+            loss, _ = module.training_loss(x, perceptual, cfg.perceptual_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
