@@ -67,7 +67,7 @@ import numpy as np
 
 from . import __version__
 from .imageio import IMAGE_EXTENSIONS, Placement, crop_to_content, list_images, map_to_original, read_image, to_batch
-from .regions import defect_mask, find_regions
+from .regions import mask_and_regions
 from .runtime import Inspection, Inspector
 
 EXIT_OK = 0
@@ -544,8 +544,8 @@ def _finish(raw: tuple[np.ndarray, Placement] | str, it: float, pt: float) -> In
     if not math.isfinite(score):
         return "model returned a non-finite score"
     heatmap = map_to_original(square, placement)
-    mask = defect_mask(heatmap, it, pt)
-    return Inspection(score, it, pt, heatmap, mask, find_regions(heatmap, mask))
+    mask, regions = mask_and_regions(heatmap, it, pt)
+    return Inspection(score, it, pt, heatmap, mask, regions)
 
 
 def _inspect_chunk(inspector: Inspector, images: list[np.ndarray], it: float, pt: float,

@@ -100,7 +100,9 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Internal float image to 8-bit RGB, for display and overlays."""
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # one saturating, rounding OpenCV pass (the internal form is never negative)
+    src = np.ascontiguousarray(image)
+    return cv2.convertScaleAbs(np.maximum(src, 0.0) if src.min() < 0 else src, alpha=255.0)
 
 
 def save_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from .errors import ModelFileError
 from .imageio import crop_to_content, map_to_original, read_image, to_batch
-from .regions import Region, defect_mask, find_regions
+from .regions import Region, mask_and_regions
 from .visualize import overlay
 
 FORMAT = "anomaly-onnx/1"
@@ -87,8 +87,8 @@ class Inspection:
         """Re-decide with other thresholds without running the model again."""
         it = self.image_threshold if image_threshold is None else float(image_threshold)
         pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
-        mask = defect_mask(self.heatmap, it, pt)
-        return replace(self, image_threshold=it, pixel_threshold=pt, mask=mask, regions=find_regions(self.heatmap, mask))
+        mask, regions = mask_and_regions(self.heatmap, it, pt)
+        return replace(self, image_threshold=it, pixel_threshold=pt, mask=mask, regions=regions)
 
     def overlay(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB: the image with heatmap and defect outlines."""
@@ -168,8 +168,8 @@ class Inspector:
         maps, scores = self.score(images)
         out = []
         for k, (m, s) in enumerate(zip(maps, scores)):
-            mask = defect_mask(m, it, pt)
-            out.append(Inspection(float(s), it, pt, m, mask, find_regions(m, mask), names[k] if names else ""))
+            mask, regions = mask_and_regions(m, it, pt)
+            out.append(Inspection(float(s), it, pt, m, mask, regions, names[k] if names else ""))
         return out
 
     def inspect(

@@ -2,12 +2,13 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 
 from anomaly.errors import ModelFileError
 from anomaly.imageio import list_images, read_image
-from anomaly.regions import defect_mask, find_regions
+from anomaly.regions import defect_mask, find_regions, mask_and_regions
 from anomaly.runtime import Inspector
 
 
@@ -22,6 +23,19 @@ def test_hysteresis_regions_need_a_strong_pixel():
     assert (region.x, region.y, region.width, region.height, region.area) == (20, 20, 10, 10, 100)
     assert region.peak == pytest.approx(1.5)
     assert not defect_mask(heat, 2.0, 0.5).any()  # nothing reaches the image threshold: no regions
+
+
+def test_one_pass_mask_and_regions_match_the_two_step_result():
+    rng = np.random.default_rng(3)
+    heat = cv2.GaussianBlur(rng.normal(0, 1, (120, 90)).astype(np.float32), (0, 0), 3) * 6
+    for it, pt in [(1.0, 0.5), (0.8, 0.8), (5.0, 0.5), (float(heat.max()), -9.0)]:
+        mask, regions = mask_and_regions(heat, it, pt)
+        assert mask.dtype == bool and (mask == defect_mask(heat, it, pt)).all()
+        assert regions == find_regions(heat, mask)
+        assert sum(r.area for r in regions) == int(mask.sum())
+    # a mix of kept and dropped blobs, and a case where every blob is kept
+    assert 0 < len(mask_and_regions(heat, 1.0, 0.5)[1]) < cv2.connectedComponents((heat >= 0.5).astype(np.uint8))[0] - 1
+    assert len(mask_and_regions(heat, float(heat.max()), -9.0)[1]) == 1
 
 
 def test_inspect_any_size_and_override_thresholds(tiny_onnx, tiny_dataset):
