@@ -56,7 +56,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="turn off flips, small rotations/shifts and brightness/contrast jitter")
     p.add_argument("--vflip", action="store_true", help="also flip vertically when augmenting (for parts without an up side)")
     p.add_argument("--defects", type=Path, default=None,
-                   help="optional MVTec-style folder with labelled defects (test/...): adds F1-optimal thresholds next to the calibrated ones")
+                   help="optional MVTec-style folder with labelled defects (test/<defect>, ground_truth/<defect>): "
+                        "adds F1-optimal thresholds next to the calibrated ones")
+    p.add_argument("--fine-tune-head", action="store_true",
+                   help="feature_ae with --defects: also fine-tune the segmentation head on those defects (a few are "
+                        "enough; keep others aside to measure it: thresholds from the same images are optimistic)")
     p.add_argument("--export", type=Path, default=None, help="also export the trained model to this .onnx file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -139,7 +143,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
                      patience=a.patience, target_false_reject=a.false_reject, augment=aug,
                      synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight)
-    det = Detector(mc, tc).fit(a.data, progress=not a.quiet)
+    if a.fine_tune_head and a.defects is None:
+        raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")
+    det = Detector(mc, tc).fit(a.data, progress=not a.quiet, real_defects=a.defects if a.fine_tune_head else None)
     if a.defects is not None:
         _calibrate_f1(det, a.defects)
     det.save(a.out)

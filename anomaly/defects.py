@@ -173,10 +173,26 @@ def _local_grid(win: Window, cy: float, cx: float) -> tuple[np.ndarray, np.ndarr
     return ys[:, None], xs[None, :]
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def is_gray(image: np.ndarray) -> bool:
+    """True for an RGB image whose three channels are identical (a grayscale camera)."""
+    return image.ndim == 3 and image.shape[2] == 3 and bool(
+        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
 def _commit(image: np.ndarray, win: Window, patch: np.ndarray, region: np.ndarray | None) -> Defect:
-    """Write a repainted window back, keeping only visible changes, and build the exact mask."""
+    """Write a repainted window back, keeping only visible changes, and build the exact mask.
+
+    On a grayscale image the patch is turned gray first (as a gray camera would see
+    it): a model that learnt colour cues from synthetic defects would look for colour
+    that real defects on gray parts never have, and a hue-only change is no defect there.
+    """
     old = image[win]
     new = np.clip(patch, 0.0, 1.0).astype(np.float32)
+    if is_gray(image):
+        new = np.repeat((new @ _LUMA)[..., None], 3, axis=2)
     changed = np.abs(new - old).max(axis=2) >= VISIBLE_DELTA
     if region is not None:
         changed &= region[win]

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -23,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .calibrate import Calibration, calibrate
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DatasetError, find_dataset, load_images, split_holdout
+from .data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
-from .imageio import Placement, crop_to_content, fit_to_square
+from .imageio import Placement, crop_to_content, fit_to_square, read_image
 from .metrics import best_f1_threshold, pixel_f1_threshold
 from .model import InspectionModule
 from .train import to_tensor, train
@@ -45,9 +46,12 @@ class Detector:
         self.summary: dict[str, Any] = {}
 
     # ----- learning -----------------------------------------------------------------
-    def fit(self, data: str | Path, progress: bool = True) -> Detector:
+    def fit(self, data: str | Path, progress: bool = True, real_defects: str | Path | None = None) -> Detector:
         """Train on the good images of a folder (plain or MVTec `train/good`), holding
-        out part of them to stop early and to calibrate thresholds."""
+        out part of them to stop early and to calibrate thresholds. `real_defects`, an
+        MVTec-style folder with a few labelled defect images (test/<defect> and
+        ground_truth masks), fine-tunes the segmentation head on them."""
+        real = self._load_real_defects(real_defects) if real_defects is not None else None
         dataset = find_dataset(data)
         tc = self.train_config
         fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
@@ -57,7 +61,7 @@ class Detector:
             raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_raw) + len(hold_raw)})")
         fit_imgs = [self._fit(img)[0] for img in fit_raw]
         hold_fitted = [self._fit(img) for img in hold_raw]
-        history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress)
+        history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress, real_defects=real)
         self.calibrate([f[0] for f in hold_fitted], [f[1] for f in hold_fitted])
         self.calibrate_with_synthetic([f[0] for f in hold_fitted])
         sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
@@ -77,10 +81,34 @@ class Detector:
                                    if self.model_config.kind == "feature_ae" else None),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind != "feature_ae" else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
+            "head_fine_tuned_on": ({"folder": str(Path(real_defects).resolve()), "images": len(real or [])}
+                                   if real else None),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project_version": __version__,
         }
         return self
+
+    def _load_real_defects(self, folder: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The defective images of a labelled folder with their masks, both fitted to
+        the working square (the mask is zero in the padding)."""
+        if self.module.head is None:
+            raise DatasetError(f"{folder}: fine-tuning on real defects needs the feature model with its segmentation head")
+        out = []
+        for sample in find_test_set(folder):
+            if not sample.is_defective:
+                continue
+            if sample.mask_path is None:
+                raise DatasetError(f"{sample.path}: no ground-truth mask; fine-tuning needs one for every defect image")
+            image = read_image(sample.path)
+            fitted, pl = self._fit(image)
+            mask = cv2.resize(load_mask(sample, image.shape[:2]).astype(np.float32), (pl.content_w, pl.content_h),
+                              interpolation=cv2.INTER_AREA)
+            square = np.zeros((pl.size, pl.size), np.float32)
+            square[pl.top : pl.top + pl.content_h, pl.left : pl.left + pl.content_w] = mask
+            out.append((fitted, square))
+        if not out:
+            raise DatasetError(f"{folder}: no defect images (test/<defect>/...) to fine-tune on")
+        return out
 
     def _fit(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         return fit_to_square(image, self.model_config.image_size, self.model_config.fit_mode)  # type: ignore[arg-type]

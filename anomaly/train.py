@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .augment import augment
+from .augment import augment, augment_pair
 from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
 from .model import IMAGENET_MEAN, IMAGENET_STD, InspectionModule
@@ -33,6 +33,7 @@ class TrainHistory:
     stopped_early: bool = False
     seconds: float = 0.0
     head_loss: list[float] = field(default_factory=list)
+    fine_tune_loss: list[float] = field(default_factory=list)
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -171,18 +172,72 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
         running = 0.0
         for i in range(0, len(order), cfg.batch_size):
             f, _, mask = bank.batch(order[i : i + cfg.batch_size])
-            with torch.no_grad():
-                res = module.feature_residual(f)
-            logits = module.head(res)
-            prob = torch.sigmoid(logits)
-            bce = F.binary_cross_entropy_with_logits(logits, mask)
-            dice = 1.0 - (2 * (prob * mask).sum() + 1.0) / (prob.sum() + mask.sum() + 1.0)
-            loss = bce + dice
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            running += _head_step(module, optimizer, f, mask) * len(f)
             schedule.step()
-            running += loss.item() * len(f)
+        losses.append(running / len(order))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    module.head.eval()
+    return losses
+
+
+def _head_step(module: InspectionModule, optimizer: torch.optim.Optimizer, f: torch.Tensor, mask: torch.Tensor) -> float:
+    """One optimiser step of the head on features and their defect masks (grid cells)."""
+    assert module.head is not None
+    with torch.no_grad():
+        res = module.feature_residual(f)
+    logits = module.head(res)
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    dice = 1.0 - (2 * (prob * mask).sum() + 1.0) / (prob.sum() + mask.sum() + 1.0)
+    loss = bce + dice
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+REAL_DEFECT_VIEWS = 16  # augmented views of each labelled real defect for fine-tuning
+
+
+def fine_tune_head(module: InspectionModule, bank: FeatureBank, real: list[tuple[np.ndarray, np.ndarray]],
+                   cfg: TrainConfig, rng: np.random.Generator, progress: bool = True) -> list[float]:
+    """A handful of labelled real defects (image, mask at the working size) teach the
+    head their look. Each becomes REAL_DEFECT_VIEWS augmented views (the mask moves
+    with the image), and every epoch mixes them with as many painted and clean bank
+    rows at a third of the learning rate, so the head keeps what the synthetic
+    defects taught it and does not learn that everything real is a defect."""
+    assert module.head is not None
+    grid = module.cfg.image_size // module.cfg.feature_stride
+    views, cells = [], []
+    for image, mask in real:
+        for _ in range(REAL_DEFECT_VIEWS):
+            v, m = augment_pair(image, mask.astype(np.float32), cfg.augment, rng)
+            views.append(v)
+            cells.append(cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA))
+    real_f = _features_of(module, views, cfg.batch_size)
+    real_m = torch.from_numpy(np.stack(cells)[:, None])
+    painted = np.flatnonzero((bank.targets != torch.arange(len(bank.targets))).numpy())
+    clean = np.setdiff1d(np.arange(len(bank.targets)), painted)
+    n = len(views)
+    module.eval()
+    module.head.train()
+    optimizer = torch.optim.AdamW(module.head.parameters(), lr=cfg.learning_rate / 3, weight_decay=cfg.weight_decay)
+    losses: list[float] = []
+    # an epoch here is a few steps (the real views plus twice as many bank rows): 3x the passes
+    bar = tqdm(range(3 * cfg.head_epochs), desc="fine-tuning head on real defects", unit="epoch", disable=not progress)
+    for _ in bar:
+        bank_rows = np.concatenate([rng.choice(painted, min(n, len(painted)), replace=False),
+                                    rng.choice(clean, min(n, len(clean)), replace=False)])
+        # rows >= 0 are bank rows, rows < 0 are real views (-1 - k)
+        order = rng.permutation(np.concatenate([bank_rows, -1 - np.arange(n)]))
+        running = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            rows = order[i : i + cfg.batch_size]
+            f_b, _, m_b = bank.batch(rows[rows >= 0])
+            real_rows = torch.from_numpy(-1 - rows[rows < 0])
+            f = torch.cat([f_b, real_f[real_rows]])
+            m = torch.cat([m_b, real_m[real_rows]])
+            running += _head_step(module, optimizer, f, m) * len(f)
         losses.append(running / len(order))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     module.head.eval()
@@ -196,6 +251,7 @@ def train_feature_model(
     cfg: TrainConfig,
     defects: DefectSettings,
     progress: bool = True,
+    real_defects: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> TrainHistory:
     """The feature autoencoder's loop: features once (FeatureBank), then epochs over
     them; every epoch draws as many rows as there are training images. Painted rows
@@ -246,6 +302,8 @@ def train_feature_model(
         module.net.load_state_dict(best_state)
     if module.head is not None:
         history.head_loss = train_segmentation_head(module, bank, cfg, rng, progress)
+        if real_defects:
+            history.fine_tune_loss = fine_tune_head(module, bank, real_defects, cfg, rng, progress)
     module.eval()
     history.seconds = time.perf_counter() - start
     return history
@@ -282,11 +340,15 @@ def train(
     holdout_images: list[np.ndarray],
     cfg: TrainConfig,
     progress: bool = True,
+    real_defects: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> TrainHistory:
     """Train in place and keep the best epoch's weights. Pixel autoencoders: this loop,
     augmenting every batch afresh (early stopping watches the reconstruction loss
     alone, so runs with and without a perceptual term stop alike); feature
-    autoencoders: `train_feature_model`."""
+    autoencoders: `train_feature_model`. `real_defects` (labelled images with masks, at
+    the working size) fine-tune the feature model's segmentation head."""
+    if real_defects and module.head is None:
+        raise ValueError("fine-tuning on real defects needs a feature model with a segmentation head")
     if module.features is not None:
         if cfg.perceptual_weight > 0:
             raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); a feature autoencoder "
@@ -294,7 +356,7 @@ def train(
         if module.head is not None and cfg.synthetic_fraction <= 0:
             raise ValueError("a segmentation head needs synthetic defects to learn from (synthetic_fraction > 0)")
         defects = DefectSettings(probability=cfg.synthetic_fraction)
-        return train_feature_model(module, fit_images, holdout_images, cfg, defects, progress)
+        return train_feature_model(module, fit_images, holdout_images, cfg, defects, progress, real_defects)
     rng = set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

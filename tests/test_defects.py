@@ -202,3 +202,22 @@ def test_painters_are_fast_at_256() -> None:
             defects.DEFECTS[kind](image, np.random.default_rng(seed), 0.2)
             times.append(time.perf_counter() - start)
         assert min(times) < 0.1, (kind, times)
+
+
+@pytest.mark.parametrize("kind", DEFECT_KINDS)
+def test_defects_on_a_gray_part_are_gray(kind: str) -> None:
+    """A gray camera sees no colour: a model trained on coloured synthetic defects on
+    gray parts would learn a cue that real defects there never show."""
+    rng = np.random.default_rng(11)
+    shade = defects.smooth_noise((96, 96), rng, cells=4.0) * 0.3 + 0.35
+    gray = np.repeat(shade[:, :, None], 3, axis=2).astype(np.float32)
+    assert defects.is_gray(gray)
+    out, mask, _ = random_defect(gray, np.random.default_rng(5), kinds=[kind], scale_range=(0.1, 0.3))
+    assert defects.is_gray(out) and mask.any()
+    changed = np.abs(out[..., 0] - gray[..., 0]) >= VISIBLE_DELTA
+    assert (changed == mask).all()  # the mask is exactly the visible gray change
+    # a colour part keeps colour defects
+    colour = gray.copy()
+    colour[..., 0] *= 0.9
+    out_c, _, _ = random_defect(colour, np.random.default_rng(5), kinds=[kind], scale_range=(0.1, 0.3))
+    assert not defects.is_gray(out_c)

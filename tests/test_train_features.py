@@ -81,3 +81,54 @@ def test_pixel_autoencoder_depth_sets_latent_grid(depth):
     assert m(torch.rand(1, 3, 128, 128))[0].shape == (1, 1, 128, 128)
     with pytest.raises(ValueError, match="depth"):
         ModelConfig(kind="ae", image_size=96, depth=6)
+
+
+def _with_ring(img: np.ndarray, cy: int, cx: int) -> tuple[np.ndarray, np.ndarray]:
+    """A thin dark ring: a defect look the synthetic generator does not paint."""
+    import cv2
+
+    out = img.copy()
+    cv2.circle(out, (cx, cy), 7, (0.05, 0.05, 0.05), 2)
+    mask = np.zeros(img.shape[:2], np.float32)
+    cv2.circle(mask, (cx, cy), 7, 1.0, 2)
+    return out, mask
+
+
+def test_a_few_real_defects_teach_the_head_their_look():
+    images = _images(10)
+    real = [_with_ring(images[k], 20 + 8 * k, 40 - 6 * k) for k in range(3)]
+    cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=2, head_epochs=4, learning_rate=3e-3)
+    probs = []
+    for fine_tune in (None, real):
+        torch.manual_seed(0)
+        module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True))
+        history = train(module, images[:8], images[8:], cfg, progress=False, real_defects=fine_tune)
+        assert bool(history.fine_tune_loss) == (fine_tune is not None)
+        unseen, mask = _with_ring(images[9], 32, 30)  # a new ring on an image the head never saw
+        with torch.no_grad():
+            _, p = module.residual_components(torch.from_numpy(unseen.transpose(2, 0, 1).copy())[None])
+        p = p[0, 0].numpy()
+        probs.append((float(p[mask > 0.5].mean()), float(p[mask == 0].mean())))
+    (before_in, before_out), (after_in, after_out) = probs
+    assert after_in > before_in + 0.2 and after_in > 3 * after_out
+
+
+def test_fine_tuning_needs_a_head():
+    module = InspectionModule(ModelConfig(kind="ae", image_size=64, base_channels=8))
+    img = _images(1)[0]
+    with pytest.raises(ValueError, match="segmentation head"):
+        train(module, [img, img], [img], TrainConfig(epochs=1), progress=False, real_defects=[_with_ring(img, 30, 30)])
+
+
+def test_augment_pair_moves_the_mask_with_the_image():
+    from anomaly.augment import augment_pair
+    from anomaly.config import AugmentConfig
+
+    img = np.zeros((64, 64, 3), np.float32)
+    img[10:20, 40:50] = 1.0
+    mask = (img[:, :, 0] > 0).astype(np.float32)
+    cfg = AugmentConfig(hflip=True, vflip=True, rotate_degrees=10, shift_fraction=0.1, brightness=0.0, contrast=0.0)
+    for seed in range(5):
+        out, m = augment_pair(img, mask, cfg, np.random.default_rng(seed))
+        assert m is not None and m.shape == (64, 64) and m.sum() > 50
+        assert np.corrcoef(out[:, :, 0].ravel(), m.ravel())[0, 1] > 0.98  # bright square and mask stay together
