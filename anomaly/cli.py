@@ -145,9 +145,11 @@ def cmd_train(a: argparse.Namespace) -> int:
                      synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight)
     if a.fine_tune_head and a.defects is None:
         raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")
-    det = Detector(mc, tc).fit(a.data, progress=not a.quiet, real_defects=a.defects if a.fine_tune_head else None)
+    det = Detector(mc, tc).fit(a.data, progress=not a.quiet, defects=a.defects, fine_tune_head=a.fine_tune_head)
     if a.defects is not None:
-        _calibrate_f1(det, a.defects)
+        cal = det.calibration
+        print(f"F1-optimal thresholds from {det.summary['labelled_defects']['images']} labelled images and the "
+              f"held-out good ones: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
     det.save(a.out)
     s = det.summary
     print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out) in {s['train_seconds']} s, "
@@ -158,17 +160,6 @@ def cmd_train(a: argparse.Namespace) -> int:
         export_onnx(det, a.export)
         print(f"exported {a.export}")
     return 0
-
-
-def _calibrate_f1(det, folder: Path) -> None:
-    from .data import find_test_set, load_mask
-    from .imageio import read_image
-
-    samples = find_test_set(folder)
-    images = [read_image(s.path) for s in samples]
-    masks = [load_mask(s, img.shape[:2]) for s, img in zip(samples, images)]
-    cal = det.calibrate_with_defects(images, [s.is_defective for s in samples], masks)
-    print(f"F1-optimal thresholds from {len(samples)} labelled images: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
 
 
 def load_scorer(model: Path):

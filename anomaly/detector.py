@@ -46,12 +46,23 @@ class Detector:
         self.summary: dict[str, Any] = {}
 
     # ----- learning -----------------------------------------------------------------
-    def fit(self, data: str | Path, progress: bool = True, real_defects: str | Path | None = None) -> Detector:
+    def fit(self, data: str | Path, progress: bool = True, defects: str | Path | None = None,
+            fine_tune_head: bool = False) -> Detector:
         """Train on the good images of a folder (plain or MVTec `train/good`), holding
-        out part of them to stop early and to calibrate thresholds. `real_defects`, an
-        MVTec-style folder with a few labelled defect images (test/<defect> and
-        ground_truth masks), fine-tunes the segmentation head on them."""
-        real = self._load_real_defects(real_defects) if real_defects is not None else None
+        out part of them to stop early and to calibrate thresholds.
+
+        `defects`: an MVTec-style folder of labelled images (test/good, test/<defect>,
+        ground_truth masks). Its images and the held-out good ones give F1-optimal
+        thresholds (offered next to the calibrated ones); with `fine_tune_head` its
+        defect images also fine-tune the segmentation head.
+        """
+        labelled = self._load_labelled(defects) if defects is not None else None
+        if fine_tune_head and not labelled:
+            raise ValueError("fine-tuning the head needs labelled defects (a defects folder)")
+        real = ([self._fit_pair(img, mask) for img, defective, mask in labelled if defective]
+                if fine_tune_head and labelled else None)
+        if fine_tune_head and self.module.head is None:
+            raise ValueError(f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head")
         dataset = find_dataset(data)
         tc = self.train_config
         fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
@@ -63,7 +74,11 @@ class Detector:
         hold_fitted = [self._fit(img) for img in hold_raw]
         history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress, real_defects=real)
         self.calibrate([f[0] for f in hold_fitted], [f[1] for f in hold_fitted])
-        self.calibrate_with_synthetic([f[0] for f in hold_fitted])
+        if labelled:
+            self.calibrate_with_defects(hold_raw + [x[0] for x in labelled], [False] * len(hold_raw) + [x[1] for x in labelled],
+                                        [np.zeros(img.shape[:2], bool) for img in hold_raw] + [x[2] for x in labelled])
+        else:
+            self.calibrate_with_synthetic([f[0] for f in hold_fitted])
         sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
         self.summary = {
             "data": str(Path(data).resolve()),
@@ -81,34 +96,34 @@ class Detector:
                                    if self.model_config.kind == "feature_ae" else None),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind != "feature_ae" else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
-            "head_fine_tuned_on": ({"folder": str(Path(real_defects).resolve()), "images": len(real or [])}
-                                   if real else None),
+            "labelled_defects": ({"folder": str(Path(defects).resolve()), "images": len(labelled),
+                                  "defective": sum(x[1] for x in labelled), "head_fine_tuned": bool(real)}
+                                 if labelled else None),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project_version": __version__,
         }
         return self
 
-    def _load_real_defects(self, folder: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The defective images of a labelled folder with their masks, both fitted to
-        the working square (the mask is zero in the padding)."""
-        if self.module.head is None:
-            raise DatasetError(f"{folder}: fine-tuning on real defects needs the feature model with its segmentation head")
+    @staticmethod
+    def _load_labelled(folder: str | Path) -> list[tuple[np.ndarray, bool, np.ndarray]]:
+        """(image, is defective, mask) for every image of a labelled folder."""
         out = []
         for sample in find_test_set(folder):
-            if not sample.is_defective:
-                continue
-            if sample.mask_path is None:
-                raise DatasetError(f"{sample.path}: no ground-truth mask; fine-tuning needs one for every defect image")
+            if sample.is_defective and sample.mask_path is None:
+                raise DatasetError(f"{sample.path}: no ground-truth mask (expected under ground_truth/{sample.defect}/)")
             image = read_image(sample.path)
-            fitted, pl = self._fit(image)
-            mask = cv2.resize(load_mask(sample, image.shape[:2]).astype(np.float32), (pl.content_w, pl.content_h),
-                              interpolation=cv2.INTER_AREA)
-            square = np.zeros((pl.size, pl.size), np.float32)
-            square[pl.top : pl.top + pl.content_h, pl.left : pl.left + pl.content_w] = mask
-            out.append((fitted, square))
-        if not out:
-            raise DatasetError(f"{folder}: no defect images (test/<defect>/...) to fine-tune on")
+            out.append((image, sample.is_defective, load_mask(sample, image.shape[:2])))
+        if not any(defective for _, defective, _ in out):
+            raise DatasetError(f"{folder}: no defect images (test/<defect>/...)")
         return out
+
+    def _fit_pair(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An image and its mask fitted to the working square alike (mask 0 in the padding)."""
+        fitted, pl = self._fit(image)
+        content = cv2.resize(mask.astype(np.float32), (pl.content_w, pl.content_h), interpolation=cv2.INTER_AREA)
+        square = np.zeros((pl.size, pl.size), np.float32)
+        square[pl.top : pl.top + pl.content_h, pl.left : pl.left + pl.content_w] = content
+        return fitted, square
 
     def _fit(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         return fit_to_square(image, self.model_config.image_size, self.model_config.fit_mode)  # type: ignore[arg-type]

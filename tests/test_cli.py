@@ -62,3 +62,27 @@ def test_unknown_model_kind_is_rejected(kind, tmp_path):
     out = subprocess.run([sys.executable, "-m", "anomaly.cli", "train", str(tmp_path), "--out", "x", "--model", kind],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_labelled_defects_give_f1_thresholds_and_fine_tune_the_head(tiny_dataset, tmp_path, capsys):
+    pytest.importorskip("torch")
+    import json
+
+    out = tmp_path / "m"
+    args = ["train", str(tiny_dataset), "--out", str(out), "--image-size", "64", "--epochs", "1", "--quiet",
+            "--defects", str(tiny_dataset), "--fine-tune-head"]
+    assert main(args) == 0
+    assert "F1-optimal thresholds from" in capsys.readouterr().out
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["calibration"]["f1_source"] == "labelled"
+    labelled = meta["summary"]["labelled_defects"]
+    assert labelled["head_fine_tuned"] and labelled["defective"] >= 5 and labelled["images"] > labelled["defective"]
+
+
+def test_fine_tuning_without_defects_or_head_is_refused(tiny_dataset, tmp_path, capsys):
+    pytest.importorskip("torch")
+    base = ["train", str(tiny_dataset), "--out", str(tmp_path / "m"), "--image-size", "64", "--epochs", "1", "--quiet"]
+    assert main(base + ["--fine-tune-head"]) == 2
+    assert "--fine-tune-head needs --defects" in capsys.readouterr().err
+    assert main(base + ["--model", "ae", "--defects", str(tiny_dataset), "--fine-tune-head"]) == 2
+    assert "segmentation head" in capsys.readouterr().err
