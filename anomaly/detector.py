@@ -28,7 +28,7 @@ from .data import DatasetError, find_dataset, find_test_set, load_images, load_m
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
 from .imageio import Placement, crop_to_content, fit_to_square, read_image
-from .metrics import best_f1_threshold, pixel_f1_threshold
+from .metrics import f1_operating_threshold, pixel_f1_threshold
 from .model import InspectionModule
 from .train import to_tensor, train
 
@@ -180,7 +180,7 @@ class Detector:
         if self.calibration is None:
             raise ModelFileError("calibrate on good images first")
         maps, scores = self.score(images)
-        self.calibration.image_threshold_f1 = float(best_f1_threshold(np.array(labels), scores)[0])
+        self.calibration.image_threshold_f1 = float(f1_operating_threshold(np.array(labels), scores)[0])
         defect_maps = [mp for mp, lab in zip(maps, labels) if lab]
         defect_masks = [mk for mk, lab in zip(masks, labels) if lab]
         if defect_maps:

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from anomaly.metrics import (
     aupro,
     best_f1_threshold,
+    f1_operating_threshold,
     confusion,
     f1_score,
     pixel_auroc,
@@ -327,3 +328,22 @@ def test_pixel_f1_threshold_full_and_subsampled():
     assert t_sub == pytest.approx(t_full, abs=0.15)
     assert f1_sub == pytest.approx(f1_full, abs=0.02)
     assert f1_score(y, s >= t_sub) == pytest.approx(f1_full, abs=0.005)  # near-optimal on all pixels
+
+
+def test_operating_threshold_sits_mid_gap_with_the_same_f1():
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    scores = np.array([0.2, 0.5, 0.9, 3.0, 3.4, 5.0, 0.1, 2.0])
+    edge, f1 = best_f1_threshold(labels, scores)
+    assert edge == 2.0 and f1 == 1.0  # on the weakest defect
+    t, f1_mid = f1_operating_threshold(labels, scores)
+    assert t == pytest.approx(1.45) and f1_mid == f1  # halfway to the strongest good part
+    assert sk_f1_score(labels, scores >= t) == pytest.approx(f1)
+    # overlapping classes: still the same predictions as the best-F1 threshold
+    rng = np.random.default_rng(4)
+    y = rng.random(200) < 0.3
+    s = rng.normal(0, 1, 200) + 1.5 * y
+    edge, f1 = best_f1_threshold(y, s)
+    t, f1_mid = f1_operating_threshold(y, s)
+    assert t < edge and ((s >= t) == (s >= edge)).all() and f1_mid == f1
+    # nothing below the best threshold: it stays where it is
+    assert f1_operating_threshold([1, 1], [0.5, 0.7]) == best_f1_threshold([1, 1], [0.5, 0.7])
