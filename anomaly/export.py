@@ -61,6 +61,8 @@ def metadata_for(det: Detector) -> dict[str, str]:
         meta["image_threshold_f1"] = repr(float(cal.image_threshold_f1))
     if cal.pixel_threshold_f1 is not None:
         meta["pixel_threshold_f1"] = repr(float(cal.pixel_threshold_f1))
+    if cal.image_threshold_f1 is not None and cal.f1_source:
+        meta["f1_source"] = cal.f1_source  # "labelled" or "synthetic"
     return meta
 
 

@@ -148,10 +148,17 @@ def test_evaluate_cli_folder_and_onnx_agree(trained, dataset, tmp_path):
     assert (tmp_path / "rep" / "roc.png").is_file() and len(list((tmp_path / "rep").glob("*.png"))) >= 5
 
 
-def test_synthetic_defects_give_f1_thresholds(trained):
+def test_synthetic_defects_give_f1_thresholds(trained, tmp_path):
     det, folder = trained
     cal = det.calibration
     assert cal.f1_source == "synthetic" and "scratch" in cal.synthetic_defects["kinds"]
     assert 0 < cal.image_threshold_f1 < 10 and 0 < cal.pixel_threshold_f1 < 10
     saved = json.loads((folder / "config.json").read_text())["calibration"]
     assert saved["image_threshold_f1"] == pytest.approx(cal.image_threshold_f1)
+    import onnx
+
+    from anomaly.export import export_onnx
+
+    model = onnx.load(str(export_onnx(det, tmp_path / "m.onnx")), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["f1_source"] == "synthetic" and float(meta["image_threshold_f1"]) == pytest.approx(cal.image_threshold_f1)
