@@ -56,13 +56,13 @@ class Detector:
         thresholds (offered next to the calibrated ones); with `fine_tune_head` its
         defect images also fine-tune the segmentation head.
         """
-        labelled = self._load_labelled(defects) if defects is not None else None
-        if fine_tune_head and not labelled:
+        if fine_tune_head and defects is None:
             raise ValueError("fine-tuning the head needs labelled defects (a defects folder)")
-        real = ([self._fit_pair(img, mask) for img, defective, mask in labelled if defective]
-                if fine_tune_head and labelled else None)
         if fine_tune_head and self.module.head is None:
             raise ValueError(f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head")
+        labelled = self._load_labelled(defects) if defects is not None else None
+        real = ([self._fit_pair(img, mask) for img, defective, mask in labelled if defective]
+                if fine_tune_head and labelled else None)
         dataset = find_dataset(data)
         tc = self.train_config
         fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
