@@ -659,12 +659,12 @@ def score_inputs(
     # Heatmaps back to image size, masks, regions and overlays happen in this thread, so
     # the inference thread goes straight on to the next batch.
     finisher = ThreadPoolExecutor(1, thread_name_prefix="anomaly-finish", initializer=_lower_priority)
-    pending: deque[tuple[int, Future]] = deque()  # (images in the chunk, its rows)
+    pending: deque[Future] = deque()  # each chunk's rows, in input order
 
     def flush(block: bool) -> None:
         nonlocal scored
-        while pending and (block or pending[0][1].done()):
-            records = pending[0][1].result()  # an overlay that could not be written (disk full...) stops the run
+        while pending and (block or pending[0].done()):
+            records = pending[0].result()  # an overlay that could not be written (disk full...) stops the run
             writer.append(records)
             scored += len(records)
             pending.popleft()
@@ -675,9 +675,9 @@ def score_inputs(
         for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size), batch_size):
             readable = [x.image for x in chunk if x.image is not None]
             raw = _run_model(inspector, readable, batch_size) if readable else []
-            pending.append((len(chunk), finisher.submit(_records_for, chunk, raw, it, pt, out_dir if overlays else None)))
+            pending.append(finisher.submit(_records_for, chunk, raw, it, pt, out_dir if overlays else None))
             if len(pending) > 2:  # bound the images held in memory waiting for their rows
-                pending[0][1].result()
+                pending[0].result()
             flush(block=False)
             bar.update(len(chunk))
         flush(block=True)
@@ -686,8 +686,8 @@ def score_inputs(
             finisher.shutdown(wait=True)
             decoder.shutdown(wait=False, cancel_futures=True)
             # Keep every batch whose rows (and overlays) were finished, even on Ctrl-C or an error.
-            while pending and pending[0][1].done() and not pending[0][1].cancelled() and pending[0][1].exception() is None:
-                records = pending.popleft()[1].result()
+            while pending and pending[0].done() and not pending[0].cancelled() and pending[0].exception() is None:
+                records = pending.popleft().result()
                 writer.append(records)
                 scored += len(records)
         finally:

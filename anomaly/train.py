@@ -92,6 +92,11 @@ class FeatureBank:
     targets: torch.Tensor  # (M,) int64
     masks: torch.Tensor  # (M, 1, g, g) float16
 
+    def painted_and_clean(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices with a painted defect, and those without."""
+        painted = np.flatnonzero((self.targets != torch.arange(len(self.targets))).numpy())
+        return painted, np.setdiff1d(np.arange(len(self.targets)), painted)
+
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(rows)
         return self.inputs[idx].float(), self.inputs[self.targets[idx]].float(), self.masks[idx].float()
@@ -154,8 +159,7 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
     assert module.head is not None
     module.eval()
     module.head.train()
-    painted = np.flatnonzero((bank.targets != torch.arange(len(bank.targets))).numpy())
-    clean = np.setdiff1d(np.arange(len(bank.targets)), painted)
+    painted, clean = bank.painted_and_clean()
     per_epoch = 2 * min(len(painted), len(clean))
     if per_epoch == 0:
         raise ValueError("the segmentation head needs both painted and clean views; raise synthetic_fraction "
@@ -216,8 +220,7 @@ def fine_tune_head(module: InspectionModule, bank: FeatureBank, real: list[tuple
             cells.append(cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA))
     real_f = _features_of(module, views, cfg.batch_size)
     real_m = torch.from_numpy(np.stack(cells)[:, None])
-    painted = np.flatnonzero((bank.targets != torch.arange(len(bank.targets))).numpy())
-    clean = np.setdiff1d(np.arange(len(bank.targets)), painted)
+    painted, clean = bank.painted_and_clean()
     n = len(views)
     module.eval()
     module.head.train()
