@@ -13,7 +13,8 @@ What a run writes to OUT_DIR:
 - ``run.json``: the model file's sha256, the thresholds used, the input and the start time
   (plus the times of later resumes).
 - ``.score.lock``: held while a run writes, so two runs never write one folder at once.
-- with ``overlays=True``: ``overlays/<relative path>.jpg`` (heatmap + defect outlines,
+- with ``overlays=True`` (or ``"all"``; ``"fails"``: only for parts that fail, what a
+  line usually keeps): ``overlays/<relative path>.jpg`` (heatmap + defect outlines,
   JPEG quality 90: a picture for people, and 20x cheaper to encode than PNG, which
   kept folder scoring far below the model's own speed) and ``masks/<relative path>.png``
   (0/255, lossless), mirroring the input tree. A name already ending in the suffix keeps
@@ -234,6 +235,18 @@ def _write_atomic_image(path: Path, image: np.ndarray, params: list[int]) -> Non
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def overlay_mode(overlays: bool | str | None) -> str | None:
+    """None (no overlays), "all" or "fails" from what a caller passed (True means "all")."""
+    mode = "all" if overlays is True else (overlays or None)
+    if mode not in (None, "all", "fails"):
+        raise ValueError(f"overlays must be all or fails, got {overlays!r}")
+    return mode  # type: ignore[return-value]
+
+
+def wants_overlay(mode: str | None, inspection: Inspection) -> bool:
+    return mode == "all" or (mode == "fails" and inspection.verdict == "FAIL")
 
 
 def write_overlays(out_dir: str | Path, path_label: str, image: np.ndarray, inspection: Inspection) -> tuple[Path, Path]:
@@ -555,7 +568,7 @@ def _inspect_chunk(inspector: Inspector, images: list[np.ndarray], it: float, pt
 
 
 def _records_for(chunk: list[Loaded], raw: list[tuple[np.ndarray, Placement] | str], it: float, pt: float,
-                 overlays_to: Path | None) -> list[dict[str, Any]]:
+                 overlays_to: Path | None, mode: str | None = "all") -> list[dict[str, Any]]:
     """The results rows of a decoded chunk from its model outputs (and its overlays
     written, when asked): the work after inference, done off the inference thread."""
     outputs = iter(raw)
@@ -564,7 +577,7 @@ def _records_for(chunk: list[Loaded], raw: list[tuple[np.ndarray, Placement] | s
         res = x.error if x.image is None else _finish(next(outputs), it, pt)
         if isinstance(res, Inspection):
             res.name = x.item.label
-            if overlays_to is not None:
+            if overlays_to is not None and wants_overlay(mode, res):
                 write_overlays(overlays_to, x.item.label, x.image, res)
             records.append(result_row(x.item.label, res))
         else:
@@ -621,7 +634,7 @@ def score_inputs(
     out_dir: Path,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
-    overlays: bool = False,
+    overlays: bool | str = False,
     batch_size: int = 8,
     threads: int | None = None,
     restart: bool = False,
@@ -638,6 +651,7 @@ def score_inputs(
 
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    mode = overlay_mode(overlays)
     input, model, out_dir = Path(input), Path(model), Path(out_dir)
     items = collect_inputs(input)
     # Decode and overlay threads share the cores with inference: idle ORT threads must
@@ -675,7 +689,7 @@ def score_inputs(
         for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size), batch_size):
             readable = [x.image for x in chunk if x.image is not None]
             raw = _run_model(inspector, readable, batch_size) if readable else []
-            pending.append(finisher.submit(_records_for, chunk, raw, it, pt, out_dir if overlays else None))
+            pending.append(finisher.submit(_records_for, chunk, raw, it, pt, out_dir if mode else None, mode))
             if len(pending) > 2:  # bound the images held in memory waiting for their rows
                 pending[0].result()
             flush(block=False)

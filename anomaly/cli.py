@@ -98,8 +98,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=None, help="image threshold (default: the model's calibrated value)")
     p.add_argument("--pixel-threshold", type=float, default=None, help="pixel threshold for defect regions (default: the model's)")
-    p.add_argument("--overlays", action="store_true", help="also write overlays (overlays/<path>.jpg: heatmap + defect outlines) and "
-                   "0/255 masks (masks/<path>.png) mirroring the input tree")
+    p.add_argument("--overlays", nargs="?", const="all", default=None, choices=["all", "fails"],
+                   help="also write overlays (overlays/<path>.jpg: heatmap + defect outlines) and 0/255 masks "
+                        "(masks/<path>.png) mirroring the input tree: for every image (--overlays, --overlays all) "
+                        "or only for parts that fail (--overlays fails)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model session (default: all cores locally, 1 per worker with --engine ray)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (needs anomaly[ray])")

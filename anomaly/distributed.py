@@ -80,8 +80,10 @@ from .batch import (
     csv_row,
     load_input,
     open_results,
+    overlay_mode,
     result_row,
     summarize,
+    wants_overlay,
     write_overlays,
 )
 from .runtime import Inspection, Inspector
@@ -360,7 +362,7 @@ def _crash_once(marker: str | None) -> None:
 
 def score_chunk(inspector: Inspector, items: Sequence[InputItem], shown: Sequence[str], image_threshold: float,
                 pixel_threshold: float, batch_size: int, decoder: ThreadPoolExecutor | None = None,
-                overlays_dir: str | None = None) -> list[dict[str, Any]]:
+                overlays_dir: str | None = None, overlays_mode: str | None = "all") -> list[dict[str, Any]]:
     """The rows of one chunk, built exactly as `anomaly.batch.score_inputs` builds them.
     `shown[i]` is how items[i].path is named in error messages (the path as the user gave
     it; the actor may read it through an absolute path)."""
@@ -374,7 +376,7 @@ def score_chunk(inspector: Inspector, items: Sequence[InputItem], shown: Sequenc
         label = x.item.label
         if isinstance(res, Inspection):
             res.name = label
-            if overlays_dir is not None:
+            if overlays_dir is not None and wants_overlay(overlays_mode, res):
                 write_overlays(overlays_dir, label, x.image, res)
             rows.append(result_row(label, res))
         else:
@@ -397,12 +399,12 @@ class ChunkScorer:
     messages); the output holds one row per image with the shard schema."""
 
     def __init__(self, model: Any, model_sha256: str, threads: int, image_threshold: float, pixel_threshold: float,
-                 batch_size: int, overlays_dir: str | None = None, decode_threads: int = 2,
+                 batch_size: int, overlays_dir: str | None = None, overlays_mode: str | None = "all", decode_threads: int = 2,
                  crash_marker: str | None = None) -> None:
         self.inspector = Inspector(_materialize_model(model, model_sha256), threads=threads, spin=False)  # decoding shares the cores
         self.image_threshold, self.pixel_threshold = image_threshold, pixel_threshold
         self.batch_size = batch_size
-        self.overlays_dir = overlays_dir
+        self.overlays_dir, self.overlays_mode = overlays_dir, overlays_mode
         self.decoder = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="anomaly-decode")
         self.crash_marker = crash_marker
 
@@ -411,7 +413,7 @@ class ChunkScorer:
         for labels, paths, shown in zip(batch["labels"], batch["paths"], batch["shown"]):
             items = [InputItem(str(lb), Path(str(p))) for lb, p in zip(labels, paths)]
             rows += score_chunk(self.inspector, items, [str(s) for s in shown], self.image_threshold,
-                                self.pixel_threshold, self.batch_size, self.decoder, self.overlays_dir)
+                                self.pixel_threshold, self.batch_size, self.decoder, self.overlays_dir, self.overlays_mode)
         _crash_once(self.crash_marker)
         return records_to_table(rows)
 
@@ -478,7 +480,7 @@ def score_with_ray(
     out_dir: str | Path,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
-    overlays: bool = False,
+    overlays: bool | str = False,
     batch_size: int = 8,
     address: str | None = None,
     workers: int | None = None,
@@ -568,7 +570,8 @@ def score_with_ray(
                         ChunkScorer,
                         fn_constructor_kwargs=dict(model=model_ref, model_sha256=sha, threads=threads, image_threshold=it,
                                                    pixel_threshold=pt, batch_size=batch_size,
-                                                   overlays_dir=str(out_dir.resolve()) if overlays else None,
+                                                   overlays_dir=str(out_dir.resolve()) if overlay_mode(overlays) else None,
+                                                   overlays_mode=overlay_mode(overlays),
                                                    decode_threads=max(2, threads), crash_marker=crash_marker),
                         batch_size=1, batch_format="numpy", num_cpus=threads,
                         **_pool_kwargs(ray, n_workers, max_restarts),

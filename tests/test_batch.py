@@ -262,3 +262,29 @@ def test_runs_without_torch(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["7", str(EXIT_ERRORS)]
+
+
+def _csv_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    src = tiny_dataset / "test"
+    probe = score_inputs(src, tiny_onnx, tmp_path / "probe", **FAST)
+    scores = sorted(float(r["score"]) for r in _csv_rows(tmp_path / "probe"))
+    middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # some parts pass, some fail
+    assert probe.scored == len(scores)
+    out = tmp_path / "fails"
+    code = main(["score", str(src), "--model", str(tiny_onnx), "--out", str(out), "--threshold", str(middle),
+                 "--overlays", "fails", "--threads", "1", "--quiet"])
+    assert code == EXIT_DEFECTS
+    rows = _csv_rows(out)
+    failing = {r["path"] for r in rows if r["verdict"] == "FAIL"}
+    assert 0 < len(failing) < len(rows)
+    written = {str(p.relative_to(out / "masks")) for p in (out / "masks").rglob("*.png")}
+    assert written == failing  # masks keep the input name (PNG inputs): exactly the failing parts
+    assert len(list((out / "overlays").rglob("*.jpg"))) == len(failing)
+    with pytest.raises(ValueError, match="all or fails"):
+        score_inputs(src, tiny_onnx, tmp_path / "bad", overlays="some", **FAST)

@@ -265,3 +265,20 @@ def test_shard_round_trip_is_exact(tmp_path: Path) -> None:
                                 input="/in")
     with pytest.raises(ValueError, match="different run"):
         distributed.read_shards(tmp_path, other)
+
+
+def test_ray_chunks_write_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """The actors' chunk function honours overlays="fails" as the local scorer does."""
+    from anomaly.batch import collect_inputs
+    from anomaly.runtime import Inspector
+
+    items = collect_inputs(tiny_dataset / "test")
+    inspector = Inspector(tiny_onnx, threads=1)
+    everything = distributed.score_chunk(inspector, items, [str(x.path) for x in items], 1.0, 0.5, 4)
+    scores = sorted(r["score"] for r in everything)
+    threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    rows = distributed.score_chunk(inspector, items, [str(x.path) for x in items], threshold, 0.5 * threshold, 4,
+                                   overlays_dir=str(tmp_path), overlays_mode="fails")
+    failing = {r["path"] for r in rows if r["verdict"] == "FAIL"}
+    assert 0 < len(failing) < len(rows)
+    assert {str(p.relative_to(tmp_path / "masks")) for p in (tmp_path / "masks").rglob("*.png")} == failing
