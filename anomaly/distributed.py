@@ -511,6 +511,7 @@ def score_with_ray(
     threads = 1 if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    mode = overlay_mode(overlays)
     input, model, out_dir = Path(input), Path(model), Path(out_dir)
     items = collect_inputs(input)
     inspector = Inspector(model, threads=1)  # validates the file before anything starts
@@ -570,8 +571,7 @@ def score_with_ray(
                         ChunkScorer,
                         fn_constructor_kwargs=dict(model=model_ref, model_sha256=sha, threads=threads, image_threshold=it,
                                                    pixel_threshold=pt, batch_size=batch_size,
-                                                   overlays_dir=str(out_dir.resolve()) if overlay_mode(overlays) else None,
-                                                   overlays_mode=overlay_mode(overlays),
+                                                   overlays_dir=str(out_dir.resolve()) if mode else None, overlays_mode=mode,
                                                    decode_threads=max(2, threads), crash_marker=crash_marker),
                         batch_size=1, batch_format="numpy", num_cpus=threads,
                         **_pool_kwargs(ray, n_workers, max_restarts),
