@@ -25,8 +25,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "training early and to calibrate thresholds."))
     p.add_argument("data", type=Path, help="folder of good images, or MVTec-style category folder")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (config.json + model.safetensors)")
-    p.add_argument("--model", default="feature_ae", choices=["feature_ae", "ae", "vae"],
-                   help="feature_ae: autoencoder on frozen ImageNet EfficientNet-Lite0 features (default, most accurate); "
+    p.add_argument("--model", default="feature_ae", choices=["feature_ae", "patch_memory", "ae", "vae"],
+                   help="feature_ae: autoencoder on frozen ImageNet EfficientNet-Lite0 features (default); "
+                        "patch_memory: PatchCore-style memory of normal patch features on the same backbone, "
+                        "scored by nearest-neighbour distance (no epochs; trains in about a minute); "
                         "ae: convolutional pixel autoencoder; vae: variational pixel autoencoder")
     p.add_argument("--image-size", type=int, default=256, help="square working size in pixels, multiple of 32 (default 256)")
     p.add_argument("--fit-mode", default="letterbox", choices=["letterbox", "stretch"],
@@ -39,6 +41,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--residual", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: residual used for the heatmap (default l2+ssim)")
     p.add_argument("--depth", type=int, default=4,
                    help="pixel models: down-sampling stages; the latent map is 1/2^depth of the working size (default 4)")
+    p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
+                   help="patch_memory: normal patch features kept (greedy coreset of all training patches); more is "
+                        f"slower per image (default {ModelConfig.memory_size})")
+    p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
+                   help="pixel models: the SSIM residual averages this many dyadic scales (multi-scale SSIM; "
+                        f"1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, capped so the "
+                        "coarsest scale is 16 px)")
     head_default = ModelConfig.segmentation_head
     p.add_argument("--head", action=argparse.BooleanOptionalAction, default=head_default,
                    help="feature_ae: train a small segmentation head on synthetic defects painted on the good images; "
@@ -137,7 +146,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual,
-                     depth=a.depth, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
+                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
@@ -174,7 +183,7 @@ def load_scorer(model: Path):
 
     det = Detector.load(model)
     reconstruct = None
-    if det.model_config.kind != "feature_ae":
+    if det.model_config.kind in ("ae", "vae"):
         reconstruct = _reconstructor(det)
     return det, reconstruct
 

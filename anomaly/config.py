@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-ModelKind = Literal["ae", "vae", "feature_ae"]
+ModelKind = Literal["ae", "vae", "feature_ae", "patch_memory"]
 ResidualKind = Literal["l2", "ssim", "l2+ssim", "feature"]
 LossKind = Literal["l2", "ssim", "l2+ssim"]
 
-MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae")
+MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae", "patch_memory")
+FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the frozen ImageNet backbone
 
 
 @dataclass
@@ -31,11 +32,22 @@ class ModelConfig:
     loss: str = "l2+ssim"
     residual: str = "l2+ssim"
     kl_weight: float = 1e-3
+    # SSIM residual: the worst of the SSIM maps at this many dyadic scales (the image
+    # halved each time, as in multi-scale SSIM, Wang et al. 2003, which uses 5). A pixel
+    # autoencoder blurs fine texture, so the classic 11-px window alone sees mostly that
+    # blur; at coarser scales the missing or foreign structure of a large defect shows
+    # clearly. Capped so the coarsest scale is still 16 px; 1 = single scale.
+    ssim_levels: int = 5
     # Feature autoencoder: EfficientNet-Lite0 blocks whose outputs are reconstructed.
     feature_blocks: tuple[int, ...] = (2, 4, 10)
     feature_stride: int = 8
     feature_hidden: int = 128
     feature_latent: int = 48
+    # Patch memory (PatchCore-style): how many normal patch features are kept (chosen by
+    # greedy coreset selection so they cover all the training patches) and the side of
+    # the neighbourhood each patch feature averages over.
+    memory_size: int = 4096
+    patch_neighbourhood: int = 3
     # Feature autoencoder: a small head trained on synthetic defects predicts the defect
     # mask from the feature residuals; its probability p scales the residual by (1 + p).
     segmentation_head: bool = True
@@ -54,11 +66,22 @@ class ModelConfig:
         for name in ("loss", "residual"):
             if getattr(self, name) not in ("l2", "ssim", "l2+ssim"):
                 raise ValueError(f"{name} must be one of l2, ssim, l2+ssim; got {getattr(self, name)!r}")
+        if self.kind != "feature_ae":
+            self.segmentation_head = False  # the head reads the feature autoencoder's residual
+        if self.memory_size < 1 or self.patch_neighbourhood < 1 or self.patch_neighbourhood % 2 == 0:
+            raise ValueError("memory size must be >= 1 and the patch neighbourhood an odd number >= 1")
+        if self.ssim_levels < 1:
+            raise ValueError(f"ssim levels must be >= 1, got {self.ssim_levels}")
         self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
 
     @property
+    def ssim_scales(self) -> int:
+        """SSIM scales actually used at this working size (coarsest >= 16 px)."""
+        return max(1, min(self.ssim_levels, (self.image_size // 16).bit_length()))
+
+    @property
     def residual_kind(self) -> str:
-        return "feature" if self.kind == "feature_ae" else self.residual
+        return "feature" if self.kind in FEATURE_KINDS else self.residual
 
 
 @dataclass
@@ -116,4 +139,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         if key == "feature_blocks" and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
+    if cls is ModelConfig and "kind" in data and "ssim_levels" not in data:
+        kwargs["ssim_levels"] = 1  # written before multi-scale SSIM: keep its calibrated behaviour
     return cls(**kwargs)

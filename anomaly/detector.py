@@ -94,7 +94,7 @@ class Detector:
             # the synthetic defects the feature autoencoder (and head) trained on
             "synthetic_training": (DefectSettings(probability=tc.synthetic_fraction).to_dict()
                                    if self.model_config.kind == "feature_ae" else None),
-            "perceptual_weight": tc.perceptual_weight if self.model_config.kind != "feature_ae" else None,
+            "perceptual_weight": tc.perceptual_weight if self.model_config.kind in ("ae", "vae") else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
             "labelled_defects": ({"folder": str(Path(defects).resolve()), "images": len(labelled),
                                   "defective": sum(x[1] for x in labelled), "head_fine_tuned": bool(real)}

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
-from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, SegmentationHead
+from .config import FEATURE_KINDS, ModelConfig
+from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, PatchMemory, SegmentationHead
 
 IMAGE_THRESHOLD = 1.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,17 +56,32 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor) -> torch.Te
     return s.mean(dim=1, keepdim=True)
 
 
+def multiscale_ssim_residual(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor, levels: int) -> torch.Tensor:
+    """Dissimilarity (1 - SSIM) / 2 at `levels` dyadic scales, the largest at each
+    pixel: level k compares both images average-pooled by 2^k (its map upsampled
+    back), so the same 11-tap window sees ever larger structure. The maximum, not the
+    mean, so a defect that shows at one scale only (a pit at the finest, a missing
+    chunk at a coarse one) keeps its full weight. (N, 1, H, W), 0 = identical."""
+    size = a.shape[-2:]
+    worst = ((1.0 - ssim_map(a, b, window)) * 0.5).clamp_min(0.0)
+    for k in range(1, levels):
+        d = ((1.0 - ssim_map(F.avg_pool2d(a, 2**k), F.avg_pool2d(b, 2**k), window)) * 0.5).clamp_min(0.0)
+        worst = torch.maximum(worst, F.interpolate(d, size=size, mode="bilinear", align_corners=False))
+    return worst
+
+
 class InspectionModule(nn.Module):
     """Pre-processing, network, residual, smoothing and calibration in one module."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        if cfg.kind == "feature_ae":
+        if cfg.kind in FEATURE_KINDS:
             self.features: FeatureExtractor | None = FeatureExtractor(cfg)
-            self.net: nn.Module = FeatureAutoencoder(self.features.channels, cfg.feature_hidden, cfg.feature_latent)
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
             nfeat = self.features.channels
+            self.net: nn.Module = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood) if cfg.kind == "patch_memory"
+                                   else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent))
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
         else:
             self.head = None
@@ -101,7 +116,10 @@ class InspectionModule(nn.Module):
 
     def feature_maps(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean feature residual, head's defect probability) at the feature grid; with no
-        head, the residual twice."""
+        head, the residual twice. For the patch memory: the nearest-patch distance twice."""
+        if isinstance(self.net, PatchMemory):
+            d = self.net(f)
+            return d, d
         res = self.feature_residual(f)
         r = res.mean(dim=1, keepdim=True)
         return r, (torch.sigmoid(self.head(res)) if self.head is not None else r)
@@ -124,8 +142,7 @@ class InspectionModule(nn.Module):
             return r, (F.interpolate(p, size=size, mode="bilinear", align_corners=False) if self.head is not None else r)
         recon = self.reconstruct(x).clamp(0.0, 1.0)
         l2 = (recon - x).pow(2).mean(dim=1, keepdim=True)
-        ssim = ((1.0 - ssim_map(recon, x, self.ssim_window)) * 0.5).clamp_min(0.0)
-        return l2, ssim
+        return l2, multiscale_ssim_residual(recon, x, self.ssim_window, self.cfg.ssim_scales)
 
     def raw_map(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed residual before calibration. L2 and SSIM are each divided by their
@@ -151,6 +168,8 @@ class InspectionModule(nn.Module):
         """Reconstruction loss (plus KL for the VAE). `perceptual`, a training-only
         module (reconstruction, input) -> loss, adds a term that rewards sharp edges and
         texture; it is not part of the exported pipeline."""
+        if isinstance(self.net, PatchMemory):
+            raise ValueError("a patch memory is filled from training patches, not trained with a loss")
         if self.features is not None:
             loss = self.feature_residual(self.standardized_features(x)).mean()
             return loss, {"recon": loss.item()}

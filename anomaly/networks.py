@@ -182,3 +182,46 @@ class SegmentationHead(nn.Module):
 
     def forward(self, squared_residual: torch.Tensor) -> torch.Tensor:
         return self.net(torch.log1p(squared_residual))
+
+
+class PatchMemory(nn.Module):
+    """PatchCore-style memory of normal patch features (Roth et al. 2022).
+
+    Each location's standardised backbone feature is averaged over its k x k
+    neighbourhood (a little spatial context, as PatchCore's local aggregation) and
+    scored by its Euclidean distance to the nearest of `size` remembered normal
+    patches. Nothing is learnt by gradient: the memory is a coreset of the training
+    patches (`anomaly.train.greedy_coreset`). Unlike an autoencoder it cannot
+    "reconstruct" a defect it has never seen, which is what makes it work on varied
+    textures. The nearest-neighbour search is one matrix product and a min, so it
+    exports to ONNX as is.
+    """
+
+    def __init__(self, channels: int, size: int, neighbourhood: int) -> None:
+        super().__init__()
+        self.neighbourhood = neighbourhood
+        self.register_buffer("memory", torch.zeros(size, channels))
+        self.register_buffer("memory_sqnorm", torch.zeros(size))
+
+    def patches(self, f: torch.Tensor) -> torch.Tensor:
+        """Neighbourhood-averaged patch features, (N, C, g, g)."""
+        k = self.neighbourhood
+        if k == 1:
+            return f
+        return F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
+
+    def remember(self, patches: torch.Tensor) -> None:
+        """Store (M, C) patch features; fewer than `size` are repeated to fill it (a
+        repeated patch changes no nearest-neighbour distance)."""
+        size = self.memory.shape[0]
+        rows = torch.arange(size) % patches.shape[0]
+        self.memory.copy_(patches[rows])
+        self.memory_sqnorm.copy_(self.memory.pow(2).sum(dim=1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """Distance to the nearest remembered patch, (N, 1, g, g)."""
+        n, c, h, w = f.shape
+        q = self.patches(f).flatten(2).transpose(1, 2)  # (N, g*g, C)
+        d2 = q.pow(2).sum(dim=2, keepdim=True) - 2.0 * (q @ self.memory.t()) + self.memory_sqnorm
+        nearest = d2.amin(dim=2).clamp_min(0.0).sqrt()
+        return nearest.view(n, 1, h, w)

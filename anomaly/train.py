@@ -312,6 +312,72 @@ def train_feature_model(
     return history
 
 
+MAX_MEMORY_CANDIDATES = 300_000  # patches the coreset is chosen from (a random subset beyond this)
+
+
+@torch.no_grad()
+def greedy_coreset(patches: torch.Tensor, size: int, seed: int, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of `size` rows picked by greedy farthest-point (k-center) selection: each
+    pick is the patch farthest from all picked so far, so rare normal patterns (an
+    edge, a thread, a highlight) are kept and the bulk of near-identical background
+    patches is thinned out. Distances are taken after a random projection to
+    `projection_dim` dimensions (approximately preserved, Johnson-Lindenstrauss), as in
+    PatchCore, to keep the selection fast."""
+    n, c = patches.shape
+    if n <= size:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    z = patches.float() @ (torch.randn(c, projection_dim, generator=gen) / math.sqrt(projection_dim)) if c > projection_dim else patches.float()
+    sq = z.pow(2).sum(dim=1)
+    first = int(torch.randint(n, (1,), generator=gen))
+    nearest = (sq - 2.0 * (z @ z[first]) + sq[first]).clamp_min(0.0)
+    chosen = [first]
+    for _ in range(size - 1):
+        i = int(nearest.argmax())
+        chosen.append(i)
+        nearest = torch.minimum(nearest, (sq - 2.0 * (z @ z[i]) + sq[i]).clamp_min(0.0))
+    return torch.tensor(chosen)
+
+
+def fill_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], cfg: TrainConfig,
+                      progress: bool = True) -> TrainHistory:
+    """The patch memory's "training": feature statistics, then the neighbourhood-
+    averaged patch features of every training image (and, with augmentation on,
+    feature_copies - 1 augmented views of each, default 1, so a part placed a little
+    differently is still normal), then a greedy coreset of them as the memory."""
+    from .networks import PatchMemory
+
+    assert isinstance(module.net, PatchMemory)
+    rng = set_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    feature_statistics(module, fit_images, cfg.batch_size)
+    copies = cfg.feature_copies if cfg.feature_copies > 0 else 2
+    jobs = [(j, c > 0) for c in range(copies) for j in range(len(fit_images))]
+    grid = module.cfg.image_size // module.cfg.feature_stride
+    keep = min(1.0, MAX_MEMORY_CANDIDATES / (len(jobs) * grid * grid))
+    chunks: list[torch.Tensor] = []
+    bar = tqdm(total=len(jobs), desc="patch features", unit="img", disable=not progress)
+    with torch.no_grad():
+        for i in range(0, len(jobs), cfg.batch_size):
+            views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j] for j, augmented in jobs[i : i + cfg.batch_size]]
+            p = module.net.patches(module.standardized_features(to_tensor(views)))
+            p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
+            if keep < 1.0:
+                p = p[torch.from_numpy(rng.random(p.shape[0]) < keep)]
+            chunks.append(p)
+            bar.update(len(views))
+    bar.close()
+    candidates = torch.cat(chunks)
+    picked = greedy_coreset(candidates, module.cfg.memory_size, cfg.seed)
+    module.net.remember(candidates[picked])
+    module.eval()
+    history = TrainHistory()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
 class PerceptualLoss(torch.nn.Module):
     """How differently a frozen ImageNet network sees the reconstruction and the input.
 
@@ -354,8 +420,10 @@ def train(
         raise ValueError("fine-tuning on real defects needs a feature model with a segmentation head")
     if module.features is not None:
         if cfg.perceptual_weight > 0:
-            raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); a feature autoencoder "
-                             "already compares ImageNet features")
+            raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); the feature models "
+                             "already compare ImageNet features")
+        if module.cfg.kind == "patch_memory":
+            return fill_patch_memory(module, fit_images, cfg, progress)
         if module.head is not None and cfg.synthetic_fraction <= 0:
             raise ValueError("a segmentation head needs synthetic defects to learn from (synthetic_fraction > 0)")
         defects = DefectSettings(probability=cfg.synthetic_fraction)

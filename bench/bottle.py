@@ -98,7 +98,7 @@ def table() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name")
-    p.add_argument("--model", default="feature_ae", choices=["ae", "vae", "feature_ae"])
+    p.add_argument("--model", default="feature_ae", choices=["ae", "vae", "feature_ae", "patch_memory"])
     p.add_argument("--loss", default="l2+ssim")
     p.add_argument("--residual", default="l2+ssim")
     p.add_argument("--epochs", type=int, default=40)

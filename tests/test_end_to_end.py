@@ -1,7 +1,8 @@
 """Train a tiny model on generated parts, find obvious defects, save, load, export, compare.
 
-One trained model (module-scoped) serves every test here, so the whole file stays
-well under a minute on two cores.
+One trained model per feature family (module-scoped: the feature autoencoder and the
+patch memory) serves every test here, so the whole file stays around a minute on two
+cores.
 """
 
 import json
@@ -49,10 +50,10 @@ def dataset(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
+@pytest.fixture(scope="module", params=["feature_ae", "patch_memory"])
+def trained(dataset, tmp_path_factory, request):
     torch.set_num_threads(2)
-    det = Detector(ModelConfig(kind="feature_ae", image_size=SIZE), TrainConfig(epochs=15, batch_size=8, seed=0, patience=15))
+    det = Detector(ModelConfig(kind=request.param, image_size=SIZE), TrainConfig(epochs=15, batch_size=8, seed=0, patience=15))
     det.fit(dataset, progress=False)
     folder = det.save(tmp_path_factory.mktemp("model") / "m")
     return det, folder
@@ -89,7 +90,7 @@ def test_save_load_round_trip_gives_identical_scores(trained, dataset):
     again = Detector.load(folder)
     assert np.allclose(det.score(images[:4])[1], again.score(images[:4])[1], atol=1e-6)
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["model"]["kind"] == "feature_ae" and saved["calibration"]["image_threshold"] == 1.0
+    assert saved["model"]["kind"] == det.model_config.kind and saved["calibration"]["image_threshold"] == 1.0
     assert not any(k.startswith("features.") for k in __import__("safetensors.torch").torch.load_file(str(folder / "model.safetensors")))
 
 

@@ -9,13 +9,15 @@ from anomaly.config import ModelConfig
 from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map
 
 
-@pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae"])
+@pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae", "patch_memory"])
 def test_forward_shapes_and_score_is_map_max(kind):
     m = InspectionModule(ModelConfig(kind=kind, image_size=64, base_channels=8, latent_channels=4)).eval()
     x = torch.rand(2, 3, 64, 64)
     amap, score = m(x)
     assert amap.shape == (2, 1, 64, 64) and score.shape == (2,)
     assert torch.allclose(score, amap.amax(dim=(1, 2, 3)))
+    if kind == "patch_memory":  # filled, not trained: tests/test_patch_memory.py
+        return
     loss, parts = m.train().training_loss(x)
     assert loss.requires_grad and all(np.isfinite(v) for v in parts.values())
 
@@ -55,3 +57,30 @@ def test_feature_backbone_is_frozen_and_stays_in_eval_mode():
     assert not m.features.training
     assert all(not p.requires_grad for p in m.features.parameters())
     assert any(p.requires_grad for p in m.net.parameters())
+
+
+def test_multiscale_ssim_sees_large_smooth_changes_that_one_window_misses():
+    from anomaly.model import gaussian_kernel1d, multiscale_ssim_residual
+
+    window = gaussian_kernel1d(1.5)
+    yy, xx = np.mgrid[0:128, 0:128] / 128.0
+    texture = (0.5 + 0.2 * np.sin(xx * 60) * np.sin(yy * 60)).astype(np.float32)
+    a = torch.from_numpy(np.repeat(texture[None, None], 3, axis=1))
+    # a broad, smooth dent: brightness falls gently over a 60 px disc
+    dent = np.exp(-(((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / (2 * 0.12**2))).astype(np.float32)
+    b = a * torch.from_numpy(1 - 0.5 * dent)[None, None]
+    single = multiscale_ssim_residual(a, b, window, 1)
+    multi = multiscale_ssim_residual(a, b, window, 4)
+    assert float(multiscale_ssim_residual(a, a, window, 4).abs().max()) < 1e-5
+    centre = (slice(None), slice(None), slice(48, 80), slice(48, 80))
+    assert float(multi[centre].mean()) > 2 * float(single[centre].mean())
+    assert torch.all(multi >= single - 1e-6)  # the finest scale is one of those compared
+
+
+def test_old_pixel_model_configs_keep_single_scale_ssim():
+    from anomaly.config import ModelConfig, from_dict
+
+    assert from_dict(ModelConfig, {"kind": "ae"}).ssim_levels == 1  # saved before multi-scale SSIM
+    assert from_dict(ModelConfig, {"kind": "ae", "ssim_levels": 5}).ssim_levels == 5
+    assert ModelConfig(kind="ae", image_size=64).ssim_scales == 3  # coarsest scale kept >= 16 px
+    assert ModelConfig(kind="ae", image_size=256).ssim_scales == 5

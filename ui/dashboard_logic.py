@@ -46,6 +46,7 @@ ERROR_COLOR = "#9a5b00"
 
 MODEL_KINDS = {
     "feature_ae": "Feature autoencoder (EfficientNet-Lite0 features)",
+    "patch_memory": "Patch memory (nearest normal EfficientNet-Lite0 patch)",
     "ae": "Convolutional autoencoder",
     "vae": "Variational autoencoder",
 }
