@@ -329,13 +329,15 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int, projection_dim: 
     gen = torch.Generator().manual_seed(seed)
     z = patches.float() @ (torch.randn(c, projection_dim, generator=gen) / math.sqrt(projection_dim)) if c > projection_dim else patches.float()
     sq = z.pow(2).sum(dim=1)
-    first = int(torch.randint(n, (1,), generator=gen))
-    nearest = (sq - 2.0 * (z @ z[first]) + sq[first]).clamp_min(0.0)
-    chosen = [first]
+    chosen = [int(torch.randint(n, (1,), generator=gen))]
+    nearest = torch.full((n,), float("inf"))
+    dist = torch.empty(n)
     for _ in range(size - 1):
-        i = int(nearest.argmax())
-        chosen.append(i)
-        nearest = torch.minimum(nearest, (sq - 2.0 * (z @ z[i]) + sq[i]).clamp_min(0.0))
+        i = chosen[-1]
+        # squared distance of every patch to the newest pick, in place: |z|^2 - 2 z.zi + |zi|^2
+        torch.addmv(sq, z, z[i], alpha=-2.0, out=dist)
+        torch.minimum(nearest, dist.add_(sq[i]).clamp_min_(0.0), out=nearest)
+        chosen.append(int(nearest.argmax()))
     return torch.tensor(chosen)
 
 

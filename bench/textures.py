@@ -1,6 +1,6 @@
 """Generalisation check on real texture photos: skimage's bundled brick, grass and gravel.
 
-    python bench/textures.py [--epochs 40] [--textures brick,grass,gravel]
+    python bench/textures.py [--epochs 40] [--textures brick,grass,gravel] [--model-json '{"kind": "patch_memory"}' --out F]
 
 For each 512x512 grayscale photo, builds an MVTec-style folder: training crops
 (160x160) from the top 300 rows, test crops from the bottom 192 rows (never seen in
@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-textures"))
+    p.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
 
@@ -145,8 +146,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['texture']} | {cells(r['full'])} | {cells(r['residual_only'])} | {r['train_s']} |" for r in rows]
-    OUT.write_text("\n".join(lines) + "\n")
-    print(f"written to {OUT}")
+    a.out.write_text("\n".join(lines) + "\n")
+    print(f"written to {a.out}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--area", type=float, default=0.0005)
+    p.add_argument("--model", default="feature_ae", help="model family (ModelConfig.kind)")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     data = generate_dataset(tmp, seed=7, category="washer", size=512, n_train=60, n_test_good=24, n_per_defect=1)
@@ -57,7 +58,7 @@ def main() -> None:
     rows = []
     for size in a.sizes:
         t = time.perf_counter()
-        det = Detector(ModelConfig(image_size=size), TrainConfig(epochs=a.epochs)).fit(data, progress=False)
+        det = Detector(ModelConfig(kind=a.model, image_size=size), TrainConfig(epochs=a.epochs)).fit(data, progress=False)
         train_s = time.perf_counter() - t
         images = good_imgs + [b for b, _, _ in painted]
         labels = np.array([False] * len(good_imgs) + [True] * len(painted))
@@ -66,13 +67,13 @@ def main() -> None:
         caught = float((scores[labels] >= det.image_threshold).mean())
         false_rej = float((scores[~labels] >= det.image_threshold).mean())
         rows.append(
-            f"| washer 512 px | {size} | {100 * np.mean(areas):.3f}% ({np.mean(areas) * 512 * 512:.0f} px) | "
+            f"| washer 512 px | {a.model} | {size} | {100 * np.mean(areas):.3f}% ({np.mean(areas) * 512 * 512:.0f} px) | "
             f"{metrics.roc_auc(labels, scores):.3f} | {metrics.pixel_auroc(masks, maps):.3f} | {caught:.2f} | {false_rej:.2f} | {train_s:.0f} |"
         )
         print(rows[-1], flush=True)
     header = ("\n### Tiny defects " + time.strftime("%Y-%m-%d") + f" ({os.cpu_count()} cores)\n\n`python "
-              + " ".join(sys.argv) + "`\n\n| data | working size | mean defect area | image AUROC | pixel AUROC | "
-              "caught at threshold | good rejected | train s |\n|---|---|---|---|---|---|---|---|\n")
+              + " ".join(sys.argv) + "`\n\n| data | model | working size | mean defect area | image AUROC | pixel AUROC | "
+              "caught at threshold | good rejected | train s |\n|---|---|---|---|---|---|---|---|---|\n")
     with OUT.open("a") as f:
         f.write(header + "\n".join(rows) + "\n")
 
