@@ -41,8 +41,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--residual", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: residual used for the heatmap (default l2+ssim)")
     p.add_argument("--depth", type=int, default=4,
                    help="pixel models: down-sampling stages; the latent map is 1/2^depth of the working size (default 4)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=ModelConfig.feature_memory,
+                   help="feature_ae: also keep a memory of normal patch features (as patch_memory) and add its "
+                        "nearest-patch distance to the autoencoder's evidence, each in units of its own threshold "
+                        f"(default {'on' if ModelConfig.feature_memory else 'off'})")
     p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
-                   help="patch_memory: normal patch features kept (greedy coreset of all training patches); more is "
+                   help="patch_memory, feature_ae with --memory: normal patch features kept (greedy coreset of all training patches); more is "
                         f"slower per image (default {ModelConfig.memory_size})")
     p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
                    help="pixel models: the SSIM residual averages this many dyadic scales (multi-scale SSIM; "
@@ -146,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual,
-                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
+                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, feature_memory=a.memory, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)

@@ -48,6 +48,9 @@ class ModelConfig:
     # the neighbourhood each patch feature averages over.
     memory_size: int = 4096
     patch_neighbourhood: int = 3
+    # Feature autoencoder: also keep such a memory and add its distance to the
+    # autoencoder's evidence (each in units of its own alarm level).
+    feature_memory: bool = True
     # Feature autoencoder: a small head trained on synthetic defects predicts the defect
     # mask from the feature residuals; its probability p scales the residual by (1 + p).
     segmentation_head: bool = True
@@ -68,6 +71,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be one of l2, ssim, l2+ssim; got {getattr(self, name)!r}")
         if self.kind != "feature_ae":
             self.segmentation_head = False  # the head reads the feature autoencoder's residual
+            self.feature_memory = False  # patch_memory is the memory alone
         if self.memory_size < 1 or self.patch_neighbourhood < 1 or self.patch_neighbourhood % 2 == 0:
             raise ValueError("memory size must be >= 1 and the patch neighbourhood an odd number >= 1")
         if self.ssim_levels < 1:
@@ -139,6 +143,7 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         if key == "feature_blocks" and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
-    if cls is ModelConfig and "kind" in data and "ssim_levels" not in data:
-        kwargs["ssim_levels"] = 1  # written before multi-scale SSIM: keep its calibrated behaviour
+    if cls is ModelConfig and "kind" in data:  # files written before these settings keep their behaviour
+        kwargs.setdefault("ssim_levels", 1)
+        kwargs.setdefault("feature_memory", False)
     return cls(**kwargs)

@@ -29,7 +29,7 @@ from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
 from .imageio import Placement, crop_to_content, fit_to_square, read_image
 from .metrics import f1_operating_threshold, pixel_f1_threshold
-from .model import InspectionModule
+from .model import InspectionModule, separable_blur
 from .train import to_tensor, train
 
 CONFIG_FILE = "config.json"
@@ -96,6 +96,7 @@ class Detector:
                                    if self.model_config.kind == "feature_ae" else None),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind in ("ae", "vae") else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
+            "patch_memory": self.model_config.memory_size if self.module.memory is not None or self.model_config.kind == "patch_memory" else None,
             "labelled_defects": ({"folder": str(Path(defects).resolve()), "images": len(labelled),
                                   "defective": sum(x[1] for x in labelled), "head_fine_tuned": bool(real)}
                                  if labelled else None),
@@ -147,17 +148,33 @@ class Detector:
                 ssims.append(float(ssim.mean()) * l2.shape[0])
             n = len(good_images)
             m.residual_scale.copy_(torch.tensor([max(sum(l2s) / n, 1e-12), max(sum(ssims) / n, 1e-12)]))
-        maps = self._raw_maps(good_images)
-        crops = [crop_to_content(mp, pl) for mp, pl in zip(maps, placements)]
-        scores = np.array([c.max() for c in crops])
-        pixels = np.concatenate([c.ravel() for c in crops])
-        cal = calibrate(scores, pixels, self.train_config.target_false_reject)
+        if m.memory is not None:
+            m.residual_scale.copy_(torch.tensor(self._alarm_levels(good_images, placements)))
+        cal = self._calibration_of(self._raw_maps(good_images), placements)
         m.map_center.fill_(cal.map_center)
         m.map_scale.fill_(cal.map_scale)
         m.pixel_threshold.fill_(cal.pixel_threshold)
         m.calibrated.fill_(1.0)
         self.calibration = cal
         return cal
+
+    def _calibration_of(self, maps: np.ndarray, placements: list[Placement]) -> Calibration:
+        crops = [crop_to_content(mp, pl) for mp, pl in zip(maps, placements)]
+        scores = np.array([c.max() for c in crops])
+        pixels = np.concatenate([c.ravel() for c in crops])
+        return calibrate(scores, pixels, self.train_config.target_false_reject)
+
+    @torch.no_grad()
+    def _alarm_levels(self, good_images: list[np.ndarray], placements: list[Placement]) -> list[float]:
+        """Feature autoencoder with a memory: each detector's own alarm level (its
+        image threshold minus its median good pixel, on its smoothed map), so the two
+        can be added in units of their thresholds."""
+        m = self.module
+        parts: list[list[np.ndarray]] = [[], []]
+        for i in range(0, len(good_images), 8):
+            for k, part in enumerate(m.evidence_parts(to_tensor(good_images[i : i + 8]))):
+                parts[k].append(separable_blur(part, m.smooth_kernel).numpy()[:, 0])
+        return [max(self._calibration_of(np.concatenate(p), placements).map_scale, 1e-12) for p in parts]
 
     def calibrate_with_synthetic(self, good_images: list[np.ndarray], settings: DefectSettings | None = None) -> Calibration:
         """F1-optimal thresholds with no labelled defects: paint one synthetic defect

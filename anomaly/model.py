@@ -83,8 +83,11 @@ class InspectionModule(nn.Module):
                                    else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent))
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
+            self.memory: PatchMemory | None = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood)
+                                               if cfg.kind == "feature_ae" and cfg.feature_memory else None)
         else:
             self.head = None
+            self.memory = None
             self.features = None
             self.net = ConvAutoencoder(cfg, variational=cfg.kind == "vae")
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -131,18 +134,37 @@ class InspectionModule(nn.Module):
         recon, _ = self.net((x - self.input_mean) / self.input_std)
         return recon * self.input_std + self.input_mean
 
+    def feature_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Feature models' unsmoothed maps at the input size (N,1,S,S): (feature residual,
+        head probability, distance to the nearest remembered normal patch). Without a
+        head the probability slot repeats the residual; without a memory the distance
+        is None. One backbone pass feeds all three."""
+        f = self.standardized_features(x)
+        r, p = self.feature_maps(f)
+        size = x.shape[-2:]
+
+        def up(m: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+
+        r_up = up(r)
+        return r_up, (up(p) if self.head is not None else r_up), (up(self.memory(f)) if self.memory is not None else None)
+
     def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the
-        feature model (feature residual, head probability) upsampled to the input size
+        feature models (feature residual, head probability) upsampled to the input size
         (the residual twice when there is no head)."""
         if self.features is not None:
-            r, p = self.feature_maps(self.standardized_features(x))
-            size = x.shape[-2:]
-            r = F.interpolate(r, size=size, mode="bilinear", align_corners=False)
-            return r, (F.interpolate(p, size=size, mode="bilinear", align_corners=False) if self.head is not None else r)
+            r, p, _ = self.feature_components(x)
+            return r, p
         recon = self.reconstruct(x).clamp(0.0, 1.0)
         l2 = (recon - x).pow(2).mean(dim=1, keepdim=True)
         return l2, multiscale_ssim_residual(recon, x, self.ssim_window, self.cfg.ssim_scales)
+
+    def evidence_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Feature models, unsmoothed: the autoencoder's evidence r * (1 + p) (r alone
+        without a head) and the memory distance (None without a memory)."""
+        r, p, d = self.feature_components(x)
+        return (r * (1.0 + p) if self.head is not None else r), d
 
     def raw_map(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed residual before calibration. L2 and SSIM are each divided by their
@@ -150,12 +172,19 @@ class InspectionModule(nn.Module):
         head's defect probability p scales the feature residual by (1 + p): where the
         head recognises a defect the evidence counts up to twice, but the head alone
         cannot raise an alarm where the features were reconstructed well, so a look
-        it learnt from synthetic defects never outvotes the residual on a good part."""
-        l2, ssim = self.residual_components(x)
+        it learnt from synthetic defects never outvotes the residual on a good part.
+        With a patch memory, the autoencoder's evidence and the memory distance are each
+        divided by their own alarm level (image threshold minus median, from
+        calibration) and added: two detectors that fail differently (one can
+        reconstruct a defect, the other can lack a rare normal patch), each voting in
+        units of its own threshold."""
         kind = self.cfg.residual_kind
-        if kind == "feature" and self.head is not None:
-            r = l2 * (1.0 + ssim)
-        elif kind == "feature" or kind == "l2":
+        if kind == "feature":
+            evidence, distance = self.evidence_parts(x)
+            r = evidence if distance is None else evidence / self.residual_scale[0] + distance / self.residual_scale[1]
+            return separable_blur(r, self.smooth_kernel)
+        l2, ssim = self.residual_components(x)
+        if kind == "l2":
             r = l2
         elif kind == "ssim":
             r = ssim

@@ -193,8 +193,8 @@ class PatchMemory(nn.Module):
     patches. Nothing is learnt by gradient: the memory is a coreset of the training
     patches (`anomaly.train.greedy_coreset`). Unlike an autoencoder it cannot
     "reconstruct" a defect it has never seen, which is what makes it work on varied
-    textures. The nearest-neighbour search is one matrix product and a min, so it
-    exports to ONNX as is.
+    textures. The nearest-neighbour search is one matrix product, an argmin and a
+    gather, so it exports to ONNX as is.
     """
 
     def __init__(self, channels: int, size: int, neighbourhood: int) -> None:
@@ -222,6 +222,10 @@ class PatchMemory(nn.Module):
         """Distance to the nearest remembered patch, (N, 1, g, g)."""
         n, c, h, w = f.shape
         q = self.patches(f).flatten(2).transpose(1, 2)  # (N, g*g, C)
-        d2 = q.pow(2).sum(dim=2, keepdim=True) - 2.0 * (q @ self.memory.t()) + self.memory_sqnorm
-        nearest = d2.amin(dim=2).clamp_min(0.0).sqrt()
+        # Search with one matrix product (|q|^2 is the same for every candidate, so it is
+        # left out), then measure the winner directly: |q|^2 - 2 q.m + |m|^2 loses
+        # precision near 0, where a square root would magnify float32 rounding into
+        # visible torch/onnxruntime differences on normal patches.
+        idx = (self.memory_sqnorm - 2.0 * (q @ self.memory.t())).argmin(dim=2)  # (N, g*g)
+        nearest = (q - self.memory[idx]).pow(2).sum(dim=2).sqrt()
         return nearest.view(n, 1, h, w)

@@ -22,7 +22,7 @@ from .augment import augment, augment_pair
 from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
 from .model import IMAGENET_MEAN, IMAGENET_STD, InspectionModule
-from .networks import FeatureExtractor
+from .networks import FeatureExtractor, PatchMemory
 
 
 @dataclass
@@ -258,7 +258,7 @@ def train_feature_model(
 ) -> TrainHistory:
     """The feature autoencoder's loop: features once (FeatureBank), then epochs over
     them; every epoch draws as many rows as there are training images. Painted rows
-    teach the autoencoder to give back the good features; then the head, if any."""
+    teach the autoencoder to give back the good features; then the head and the patch memory, if any."""
     rng = set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -307,6 +307,9 @@ def train_feature_model(
         history.head_loss = train_segmentation_head(module, bank, cfg, rng, progress)
         if real_defects:
             history.fine_tune_loss = fine_tune_head(module, bank, real_defects, cfg, rng, progress)
+    del bank  # the memory's candidates need the room
+    if module.memory is not None:
+        fill_patch_memory(module, module.memory, fit_images, cfg, rng, progress)
     module.eval()
     history.seconds = time.perf_counter() - start
     return history
@@ -341,39 +344,42 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int, projection_dim: 
     return torch.tensor(chosen)
 
 
-def fill_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], cfg: TrainConfig,
-                      progress: bool = True) -> TrainHistory:
-    """The patch memory's "training": feature statistics, then the neighbourhood-
-    averaged patch features of every training image (and, with augmentation on,
-    feature_copies - 1 augmented views of each, default 1, so a part placed a little
-    differently is still normal), then a greedy coreset of them as the memory."""
-    from .networks import PatchMemory
+@torch.no_grad()
+def fill_patch_memory(module: InspectionModule, memory: PatchMemory, fit_images: list[np.ndarray], cfg: TrainConfig,
+                      rng: np.random.Generator, progress: bool = True) -> None:
+    """Remember a greedy coreset of the neighbourhood-averaged patch features of every
+    training image and, with augmentation on, of feature_copies - 1 augmented views of
+    each (default 1), so a part placed a little differently is still normal. The
+    feature statistics must already be set."""
+    copies = cfg.feature_copies if cfg.feature_copies > 0 else 2
+    jobs = [(j, c > 0) for c in range(copies) for j in range(len(fit_images))]
+    grid = module.cfg.image_size // module.cfg.feature_stride
+    keep = min(1.0, MAX_MEMORY_CANDIDATES / (len(jobs) * grid * grid))
+    chunks: list[torch.Tensor] = []
+    bar = tqdm(total=len(jobs), desc="patch memory", unit="img", disable=not progress)
+    for i in range(0, len(jobs), cfg.batch_size):
+        views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j] for j, augmented in jobs[i : i + cfg.batch_size]]
+        p = memory.patches(module.standardized_features(to_tensor(views)))
+        p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
+        if keep < 1.0:
+            p = p[torch.from_numpy(rng.random(p.shape[0]) < keep)]
+        chunks.append(p)
+        bar.update(len(views))
+    bar.close()
+    candidates = torch.cat(chunks)
+    memory.remember(candidates[greedy_coreset(candidates, memory.memory.shape[0], cfg.seed)])
 
+
+def train_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], cfg: TrainConfig,
+                       progress: bool = True) -> TrainHistory:
+    """The patch memory family's "training": feature statistics, then the memory."""
     assert isinstance(module.net, PatchMemory)
     rng = set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     feature_statistics(module, fit_images, cfg.batch_size)
-    copies = cfg.feature_copies if cfg.feature_copies > 0 else 2
-    jobs = [(j, c > 0) for c in range(copies) for j in range(len(fit_images))]
-    grid = module.cfg.image_size // module.cfg.feature_stride
-    keep = min(1.0, MAX_MEMORY_CANDIDATES / (len(jobs) * grid * grid))
-    chunks: list[torch.Tensor] = []
-    bar = tqdm(total=len(jobs), desc="patch features", unit="img", disable=not progress)
-    with torch.no_grad():
-        for i in range(0, len(jobs), cfg.batch_size):
-            views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j] for j, augmented in jobs[i : i + cfg.batch_size]]
-            p = module.net.patches(module.standardized_features(to_tensor(views)))
-            p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
-            if keep < 1.0:
-                p = p[torch.from_numpy(rng.random(p.shape[0]) < keep)]
-            chunks.append(p)
-            bar.update(len(views))
-    bar.close()
-    candidates = torch.cat(chunks)
-    picked = greedy_coreset(candidates, module.cfg.memory_size, cfg.seed)
-    module.net.remember(candidates[picked])
+    fill_patch_memory(module, module.net, fit_images, cfg, rng, progress)
     module.eval()
     history = TrainHistory()
     history.seconds = time.perf_counter() - start
@@ -425,7 +431,7 @@ def train(
             raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); the feature models "
                              "already compare ImageNet features")
         if module.cfg.kind == "patch_memory":
-            return fill_patch_memory(module, fit_images, cfg, progress)
+            return train_patch_memory(module, fit_images, cfg, progress)
         if module.head is not None and cfg.synthetic_fraction <= 0:
             raise ValueError("a segmentation head needs synthetic defects to learn from (synthetic_fraction > 0)")
         defects = DefectSettings(probability=cfg.synthetic_fraction)

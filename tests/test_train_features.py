@@ -62,7 +62,7 @@ def test_head_learns_to_point_at_painted_defects():
 
 
 def test_head_scales_residual_and_needs_synthetic_defects():
-    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True)).eval()
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True, feature_memory=False)).eval()
     x = torch.rand(2, 3, 64, 64)
     r, p = module.residual_components(x)
     assert bool(((p >= 0) & (p <= 1)).all())
@@ -132,3 +132,16 @@ def test_augment_pair_moves_the_mask_with_the_image():
         out, m = augment_pair(img, mask, cfg, np.random.default_rng(seed))
         assert m is not None and m.shape == (64, 64) and m.sum() > 50
         assert np.corrcoef(out[:, :, 0].ravel(), m.ravel())[0, 1] > 0.98  # bright square and mask stay together
+
+
+def test_memory_distance_is_added_in_units_of_each_alarm_level():
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True, memory_size=32)).eval()
+    assert module.memory is not None
+    module.memory.remember(torch.randn(32, module.features.channels))
+    module.residual_scale.copy_(torch.tensor([2.0, 5.0]))
+    x = torch.rand(2, 3, 64, 64)
+    r, p, d = module.feature_components(x)
+    from anomaly.model import separable_blur
+    want = separable_blur(r * (1 + p) / 2.0 + d / 5.0, module.smooth_kernel)
+    assert torch.allclose(module.raw_map(x), want, atol=1e-5)
+    assert float(d.min()) > 0  # random memory: every patch is some distance away
