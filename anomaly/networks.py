@@ -1,8 +1,9 @@
-"""The networks: a pixel autoencoder, its variational twin, and a feature autoencoder.
+"""The networks: a pixel autoencoder, its variational twin, a feature autoencoder
+and a patch memory.
 
-All are fully convolutional, so the latent is a small spatial map rather than one
-vector: the decoder cannot copy the input (a narrow channel bottleneck at 1/16
-resolution) yet keeps the layout of the part.
+The autoencoders are fully convolutional, so the latent is a small spatial map rather
+than one vector: the decoder cannot copy the input (a narrow channel bottleneck at
+1/16 resolution) yet keeps the layout of the part.
 """
 
 from __future__ import annotations
