@@ -46,12 +46,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "nearest-patch distance to the autoencoder's evidence, each in units of its own threshold "
                         f"(default {'on' if ModelConfig.feature_memory else 'off'})")
     p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
-                   help="patch_memory, feature_ae with --memory: normal patch features kept (greedy coreset of all training patches); more is "
-                        f"slower per image (default {ModelConfig.memory_size})")
+                   help="patch_memory, and feature_ae with --memory: normal patch features kept (greedy coreset "
+                        f"of all training patches); more is slower per image (default {ModelConfig.memory_size})")
     p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
-                   help="pixel models: the SSIM residual averages this many dyadic scales (multi-scale SSIM; "
-                        f"1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, capped so the "
-                        "coarsest scale is 16 px)")
+                   help="pixel models: the SSIM residual takes the worst of this many dyadic scales "
+                        f"(multi-scale SSIM; 1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, "
+                        "capped so the coarsest scale is 16 px)")
     head_default = ModelConfig.segmentation_head
     p.add_argument("--head", action=argparse.BooleanOptionalAction, default=head_default,
                    help="feature_ae: train a small segmentation head on synthetic defects painted on the good images; "
@@ -150,7 +150,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, loss=a.loss, residual=a.residual,
-                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, feature_memory=a.memory, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
+                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, feature_memory=a.memory,
+                     segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)

@@ -96,7 +96,8 @@ class Detector:
                                    if self.model_config.kind == "feature_ae" else None),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind in ("ae", "vae") else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
-            "patch_memory": self.model_config.memory_size if self.module.memory is not None or self.model_config.kind == "patch_memory" else None,
+            "patch_memory": (self.model_config.memory_size
+                             if self.module.memory is not None or self.model_config.kind == "patch_memory" else None),
             "labelled_defects": ({"folder": str(Path(defects).resolve()), "images": len(labelled),
                                   "defective": sum(x[1] for x in labelled), "head_fine_tuned": bool(real)}
                                  if labelled else None),

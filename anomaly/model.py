@@ -4,7 +4,8 @@
 (N, 3, S, S), RGB, [0, 1], letterboxed by `anomaly.imageio.fit_to_square`) and
 returns the calibrated heatmap and image score. Everything in between lives here:
 input normalisation, the network, the residual (L2, multi-scale SSIM, both, a feature
-residual, a nearest-normal-patch distance, or the last two added), Gaussian smoothing and the per-model normalisation set by calibration.
+residual, a nearest-normal-patch distance, or the last two added), Gaussian smoothing
+and the per-model normalisation set by calibration.
 The ONNX export writes exactly this forward, so torch and ONNX cannot drift apart.
 
 Calibrated scale: 0 is a typical normal pixel, 1.0 is the image threshold
