@@ -331,7 +331,9 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int, projection_dim: 
     if n <= size:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(seed)
-    z = patches.float() @ (torch.randn(c, projection_dim, generator=gen) / math.sqrt(projection_dim)) if c > projection_dim else patches.float()
+    z = patches.float()
+    if c > projection_dim:
+        z = z @ (torch.randn(c, projection_dim, generator=gen) / math.sqrt(projection_dim))
     sq = z.pow(2).sum(dim=1)
     chosen = [int(torch.randint(n, (1,), generator=gen))]
     nearest = torch.full((n,), float("inf"))
@@ -359,7 +361,8 @@ def fill_patch_memory(module: InspectionModule, memory: PatchMemory, fit_images:
     chunks: list[torch.Tensor] = []
     bar = tqdm(total=len(jobs), desc="patch memory", unit="img", disable=not progress)
     for i in range(0, len(jobs), cfg.batch_size):
-        views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j] for j, augmented in jobs[i : i + cfg.batch_size]]
+        views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j]
+                 for j, augmented in jobs[i : i + cfg.batch_size]]
         p = memory.patches(module.standardized_features(to_tensor(views)))
         p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
         if keep < 1.0:
