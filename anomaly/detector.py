@@ -150,8 +150,11 @@ class Detector:
             n = len(good_images)
             m.residual_scale.copy_(torch.tensor([max(sum(l2s) / n, 1e-12), max(sum(ssims) / n, 1e-12)]))
         if m.memory is not None:
-            m.residual_scale.copy_(torch.tensor(self._alarm_levels(good_images, placements)))
-        cal = self._calibration_of(self._raw_maps(good_images), placements)
+            levels, maps = self._alarm_levels(good_images, placements)
+            m.residual_scale.copy_(torch.tensor(levels))
+        else:
+            maps = self._raw_maps(good_images)
+        cal = self._calibration_of(maps, placements)
         m.map_center.fill_(cal.map_center)
         m.map_scale.fill_(cal.map_scale)
         m.pixel_threshold.fill_(cal.pixel_threshold)
@@ -166,16 +169,21 @@ class Detector:
         return calibrate(scores, pixels, self.train_config.target_false_reject)
 
     @torch.no_grad()
-    def _alarm_levels(self, good_images: list[np.ndarray], placements: list[Placement]) -> list[float]:
+    def _alarm_levels(self, good_images: list[np.ndarray], placements: list[Placement]) -> tuple[list[float], np.ndarray]:
         """Feature autoencoder with a memory: each detector's own alarm level (its
         image threshold minus its median good pixel, on its smoothed map), so the two
-        can be added in units of their thresholds."""
+        can be added in units of their thresholds; and the combined raw maps of the
+        same images. Smoothing is linear, so the combined map is the sum of the smoothed
+        parts over their levels, and the backbone runs once per image."""
         m = self.module
         parts: list[list[np.ndarray]] = [[], []]
         for i in range(0, len(good_images), 8):
             for k, part in enumerate(m.evidence_parts(to_tensor(good_images[i : i + 8]))):
                 parts[k].append(separable_blur(part, m.smooth_kernel).numpy()[:, 0])
-        return [max(self._calibration_of(np.concatenate(p), placements).map_scale, 1e-12) for p in parts]
+        smoothed = [np.concatenate(p) for p in parts]
+        levels = [max(self._calibration_of(s, placements).map_scale, 1e-12) for s in smoothed]
+        scale = np.float32(levels)  # the module divides by its float32 buffer
+        return levels, smoothed[0] / scale[0] + smoothed[1] / scale[1]
 
     def calibrate_with_synthetic(self, good_images: list[np.ndarray], settings: DefectSettings | None = None) -> Calibration:
         """F1-optimal thresholds with no labelled defects: paint one synthetic defect

@@ -145,3 +145,17 @@ def test_memory_distance_is_added_in_units_of_each_alarm_level():
     want = separable_blur(r * (1 + p) / 2.0 + d / 5.0, module.smooth_kernel)
     assert torch.allclose(module.raw_map(x), want, atol=1e-5)
     assert float(d.min()) > 0  # random memory: every patch is some distance away
+
+
+def test_memory_calibration_maps_are_the_modules_raw_maps():
+    """Calibration derives the combined map from the two smoothed parts (one backbone
+    pass); it must equal what the module itself computes once the levels are set."""
+    from anomaly.detector import Detector
+
+    det = Detector(ModelConfig(image_size=64, segmentation_head=True, memory_size=32))
+    det.module.eval().memory.remember(torch.randn(32, det.module.features.channels))
+    fitted, placements = zip(*(det._fit(img) for img in _images(5, size=80)))
+    levels, maps = det._alarm_levels(list(fitted), list(placements))
+    assert levels[0] != levels[1] and min(levels) > 0
+    det.module.residual_scale.copy_(torch.tensor(levels))
+    np.testing.assert_allclose(maps, det._raw_maps(list(fitted)), rtol=1e-5, atol=1e-6)
