@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .imageio import IMAGE_EXTENSIONS, Placement, crop_to_content, list_images, map_to_original, read_image, to_batch
+from .imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, read_image, to_batch
 from .regions import mask_and_regions
 from .runtime import Inspection, Inspector
 
@@ -526,37 +526,38 @@ def summarize(records: Iterable[dict[str, Any]], total: int, scored: int, resume
 
 
 # ----- the local engine ---------------------------------------------------------------
-def _run_model(inspector: Inspector, images: list[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, Placement] | str]:
-    """The model's square maps (with where each image sits in its square) for a chunk;
-    if a batch call fails, its images are retried one by one so only the culprit errs."""
-    out: list[tuple[np.ndarray, Placement] | str] = []
-    size, mode = inspector.info.input_size, inspector.info.fit_mode
+def _run_model(inspector: Inspector, images: list[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, Layout] | str]:
+    """The model's square maps for a chunk, each image's views with their layout; if a
+    batch call fails, its images are retried one by one so only the culprit errs."""
+    out: list[tuple[np.ndarray, Layout] | str] = []
+    size, mode, tiles = inspector.info.input_size, inspector.info.fit_mode, inspector.info.tiles
     for i in range(0, len(images), batch_size):
         part = images[i : i + batch_size]
         try:
-            batch, placements = to_batch(part, size, mode)  # type: ignore[arg-type]
+            batch, layouts = to_batch(part, size, mode, tiles)
             maps, _ = inspector.run(batch)
-            out.extend(zip(maps, placements))
+            out.extend(zip(per_image(maps, layouts), layouts))
         except Exception:  # noqa: BLE001
             for img in part:
                 try:
-                    batch, placements = to_batch([img], size, mode)  # type: ignore[arg-type]
-                    out.append((inspector.run(batch)[0][0], placements[0]))
+                    batch, layouts = to_batch([img], size, mode, tiles)
+                    out.append((inspector.run(batch)[0], layouts[0]))
                 except Exception as exc:  # noqa: BLE001
                     out.append(f"inference failed ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
     return out
 
 
-def _finish(raw: tuple[np.ndarray, Placement] | str, it: float, pt: float) -> Inspection | str:
+def _finish(raw: tuple[np.ndarray, Layout] | str, it: float, pt: float) -> Inspection | str:
     """A model output made an Inspection at the image's own resolution (as
     Inspector.inspect_batch does), or the error it already was."""
     if isinstance(raw, str):
         return raw
-    square, placement = raw
-    score = float(crop_to_content(square, placement).max())
+    views, layout = raw
+    content = layout.content(views)
+    score = float(content.max())
     if not math.isfinite(score):
         return "model returned a non-finite score"
-    heatmap = map_to_original(square, placement)
+    heatmap = layout.original(content)
     mask, regions = mask_and_regions(heatmap, it, pt)
     return Inspection(score, it, pt, heatmap, mask, regions)
 
@@ -567,7 +568,7 @@ def _inspect_chunk(inspector: Inspector, images: list[np.ndarray], it: float, pt
     return [_finish(raw, it, pt) for raw in _run_model(inspector, images, batch_size)]
 
 
-def _records_for(chunk: list[Loaded], raw: list[tuple[np.ndarray, Placement] | str], it: float, pt: float,
+def _records_for(chunk: list[Loaded], raw: list[tuple[np.ndarray, Layout] | str], it: float, pt: float,
                  overlays_to: Path | None, mode: str | None = "all") -> list[dict[str, Any]]:
     """The results rows of a decoded chunk from its model outputs (and its overlays
     written, when asked): the work after inference, done off the inference thread."""

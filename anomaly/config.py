@@ -23,7 +23,12 @@ FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the 
 class ModelConfig:
     kind: str = "feature_ae"
     image_size: int = 256
-    fit_mode: str = "letterbox"
+    # How an image becomes the model's square input(s): "letterbox" (keep the aspect
+    # ratio, pad), "stretch", "tile" (overlapping squares, `tiles` across the short side),
+    # or "auto": letterbox, but tile long strips (aspect ratio >= 2) and, when tiles > 1,
+    # every image. Tiles keep small defects on long or large images visible.
+    fit_mode: str = "auto"
+    tiles: int = 1
     # Pixel autoencoders (ae, vae): width of the first layer, channels of the 1/16 latent map.
     base_channels: int = 24
     latent_channels: int = 16
@@ -65,8 +70,10 @@ class ModelConfig:
             raise ValueError(f"image size must be a multiple of 32 and >= 64, got {self.image_size}")
         if not 2 <= self.depth <= 7 or self.image_size % (2**self.depth):
             raise ValueError(f"depth must be 2..7 and divide the image size by 2^depth, got {self.depth}")
-        if self.fit_mode not in ("letterbox", "stretch"):
-            raise ValueError(f"fit mode must be 'letterbox' or 'stretch', got {self.fit_mode!r}")
+        if self.fit_mode not in ("auto", "letterbox", "stretch", "tile"):
+            raise ValueError(f"fit mode must be auto, letterbox, stretch or tile; got {self.fit_mode!r}")
+        if self.tiles < 1:
+            raise ValueError(f"tiles must be >= 1, got {self.tiles}")
         for name in ("loss", "residual"):
             if getattr(self, name) not in ("l2", "ssim", "l2+ssim"):
                 raise ValueError(f"{name} must be one of l2, ssim, l2+ssim; got {getattr(self, name)!r}")
@@ -147,4 +154,5 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     if cls is ModelConfig and "kind" in data:  # files written before these settings keep their behaviour
         kwargs.setdefault("ssim_levels", 1)
         kwargs.setdefault("feature_memory", False)
+        kwargs.setdefault("fit_mode", "letterbox")
     return cls(**kwargs)

@@ -27,7 +27,7 @@ from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
-from .imageio import Placement, crop_to_content, fit_to_square, read_image
+from .imageio import Layout, Tiling, per_image, prepare, read_image
 from .metrics import f1_operating_threshold, pixel_f1_threshold
 from .model import InspectionModule, separable_blur
 from .train import to_tensor, train
@@ -61,7 +61,7 @@ class Detector:
         if fine_tune_head and self.module.head is None:
             raise ValueError(f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head")
         labelled = self._load_labelled(defects) if defects is not None else None
-        real = ([self._fit_pair(img, mask) for img, defective, mask in labelled if defective]
+        real = ([pair for img, defective, mask in labelled if defective for pair in self._fit_pair(img, mask)]
                 if fine_tune_head and labelled else None)
         dataset = find_dataset(data)
         tc = self.train_config
@@ -70,15 +70,16 @@ class Detector:
         hold_raw, hold_ok = load_images(hold_paths)
         if len(fit_raw) < 2 or not hold_raw:
             raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_raw) + len(hold_raw)})")
-        fit_imgs = [self._fit(img)[0] for img in fit_raw]
-        hold_fitted = [self._fit(img) for img in hold_raw]
-        history = train(self.module, fit_imgs, [f[0] for f in hold_fitted], tc, progress=progress, real_defects=real)
-        self.calibrate([f[0] for f in hold_fitted], [f[1] for f in hold_fitted])
+        fit_views = [view for img in fit_raw for view in self._fit(img)[0]]
+        hold_prepared = [self._fit(img) for img in hold_raw]
+        hold_views = [view for views, _ in hold_prepared for view in views]
+        history = train(self.module, fit_views, hold_views, tc, progress=progress, real_defects=real)
+        self.calibrate(hold_views, [layout for _, layout in hold_prepared])
         if labelled:
             self.calibrate_with_defects(hold_raw + [x[0] for x in labelled], [False] * len(hold_raw) + [x[1] for x in labelled],
                                         [np.zeros(img.shape[:2], bool) for img in hold_raw] + [x[2] for x in labelled])
         else:
-            self.calibrate_with_synthetic([f[0] for f in hold_fitted])
+            self.calibrate_with_synthetic(hold_raw)
         sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
         self.summary = {
             "data": str(Path(data).resolve()),
@@ -119,16 +120,20 @@ class Detector:
             raise DatasetError(f"{folder}: no defect images (test/<defect>/...)")
         return out
 
-    def _fit_pair(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An image and its mask fitted to the working square alike (mask 0 in the padding)."""
-        fitted, pl = self._fit(image)
+    def _fit_pair(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """An image's model inputs, each with its part of the mask (0 in any padding)."""
+        views, layout = self._fit(image)
+        if isinstance(layout, Tiling):
+            return list(zip(views, layout.cut(mask.astype(np.float32))))
+        pl = layout
         content = cv2.resize(mask.astype(np.float32), (pl.content_w, pl.content_h), interpolation=cv2.INTER_AREA)
         square = np.zeros((pl.size, pl.size), np.float32)
         square[pl.top : pl.top + pl.content_h, pl.left : pl.left + pl.content_w] = content
-        return fitted, square
+        return [(views[0], square)]
 
-    def _fit(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
-        return fit_to_square(image, self.model_config.image_size, self.model_config.fit_mode)  # type: ignore[arg-type]
+    def _fit(self, image: np.ndarray) -> tuple[list[np.ndarray], Layout]:
+        cfg = self.model_config
+        return prepare(image, cfg.image_size, cfg.fit_mode, cfg.tiles)
 
     @torch.no_grad()
     def _raw_maps(self, fitted: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
@@ -137,8 +142,9 @@ class Detector:
         return np.concatenate(out)
 
     @torch.no_grad()
-    def calibrate(self, good_images: list[np.ndarray], placements: list[Placement]) -> Calibration:
-        """Set the per-model normalisation and thresholds from held-out good images."""
+    def calibrate(self, good_images: list[np.ndarray], layouts: list[Layout]) -> Calibration:
+        """Set the per-model normalisation and thresholds from held-out good images
+        (their model inputs, every view in order, and each image's layout)."""
         m = self.module
         m.eval()
         if self.model_config.residual_kind == "l2+ssim":
@@ -150,11 +156,11 @@ class Detector:
             n = len(good_images)
             m.residual_scale.copy_(torch.tensor([max(sum(l2s) / n, 1e-12), max(sum(ssims) / n, 1e-12)]))
         if m.memory is not None:
-            levels, maps = self._alarm_levels(good_images, placements)
+            levels, maps = self._alarm_levels(good_images, layouts)
             m.residual_scale.copy_(torch.tensor(levels))
         else:
             maps = self._raw_maps(good_images)
-        cal = self._calibration_of(maps, placements)
+        cal = self._calibration_of(maps, layouts)
         m.map_center.fill_(cal.map_center)
         m.map_scale.fill_(cal.map_scale)
         m.pixel_threshold.fill_(cal.pixel_threshold)
@@ -162,14 +168,14 @@ class Detector:
         self.calibration = cal
         return cal
 
-    def _calibration_of(self, maps: np.ndarray, placements: list[Placement]) -> Calibration:
-        crops = [crop_to_content(mp, pl) for mp, pl in zip(maps, placements)]
+    def _calibration_of(self, maps: np.ndarray, layouts: list[Layout]) -> Calibration:
+        crops = [layout.content(views) for views, layout in zip(per_image(maps, layouts), layouts)]
         scores = np.array([c.max() for c in crops])
         pixels = np.concatenate([c.ravel() for c in crops])
         return calibrate(scores, pixels, self.train_config.target_false_reject)
 
     @torch.no_grad()
-    def _alarm_levels(self, good_images: list[np.ndarray], placements: list[Placement]) -> tuple[list[float], np.ndarray]:
+    def _alarm_levels(self, good_images: list[np.ndarray], layouts: list[Layout]) -> tuple[list[float], np.ndarray]:
         """Feature autoencoder with a memory: each detector's own alarm level (its
         image threshold minus its median good pixel, on its smoothed map), so the two
         can be added in units of their thresholds; and the combined raw maps of the
@@ -181,7 +187,7 @@ class Detector:
             for k, part in enumerate(m.evidence_parts(to_tensor(good_images[i : i + 8]))):
                 parts[k].append(separable_blur(part, m.smooth_kernel).numpy()[:, 0])
         smoothed = [np.concatenate(p) for p in parts]
-        levels = [max(self._calibration_of(s, placements).map_scale, 1e-12) for s in smoothed]
+        levels = [max(self._calibration_of(s, layouts).map_scale, 1e-12) for s in smoothed]
         scale = np.float32(levels)  # the module divides by its float32 buffer
         return levels, smoothed[0] / scale[0] + smoothed[1] / scale[1]
 
@@ -218,17 +224,17 @@ class Detector:
     @torch.no_grad()
     def score(self, images: list[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
         """Calibrated heatmaps at each image's own resolution, and image scores."""
-        from .imageio import map_to_original
-
         self._require_calibrated()
         self.module.eval()
         maps, scores = [], []
         for i in range(0, len(images), batch_size):
-            fitted = [self._fit(img) for img in images[i : i + batch_size]]
-            out, _ = self.module(to_tensor([f[0] for f in fitted]))
-            for mp, (_, pl) in zip(out.numpy()[:, 0], fitted):
-                scores.append(float(crop_to_content(mp, pl).max()))
-                maps.append(map_to_original(mp, pl))
+            prepared = [self._fit(img) for img in images[i : i + batch_size]]
+            out, _ = self.module(to_tensor([view for views, _ in prepared for view in views]))
+            layouts = [layout for _, layout in prepared]
+            for views, layout in zip(per_image(out.numpy()[:, 0], layouts), layouts):
+                content = layout.content(views)
+                scores.append(float(content.max()))
+                maps.append(layout.original(content))
         return maps, np.array(scores)
 
     def predict(self, images: list[np.ndarray], image_threshold: float | None = None) -> np.ndarray:

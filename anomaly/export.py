@@ -23,6 +23,17 @@ from .errors import ModelFileError
 FORMAT = "anomaly-onnx/1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "image_score")
+_LETTERBOX = ("keep aspect ratio, longest side to input_size (area filter when shrinking, bilinear when "
+              "enlarging), pad by replicating edge pixels, centred")
+_TILE = ("resize (same filters) so the short side is tiles x input_size; cut input_size squares, n = "
+         "ceil(side / input_size) per side, origins round(i * (side - input_size) / (n - 1)); blend their "
+         "maps with tent weights max(min(t + 0.5, S - t - 0.5) / (S / 2), 0.02) per axis; see docs/onnx.md")
+RESIZE_TEXT = {
+    "letterbox": _LETTERBOX,
+    "stretch": "stretch to input_size x input_size (area filter when shrinking, bilinear when enlarging)",
+    "tile": _TILE,
+    "auto": f"tile as in fit_mode tile when the long side >= 2 x the short side or tiles > 1, else {_LETTERBOX}",
+}
 
 
 def metadata_for(det: Detector) -> dict[str, str]:
@@ -39,9 +50,8 @@ def metadata_for(det: Detector) -> dict[str, str]:
         "value_range": "0..1",
         "dtype": "float32",
         "fit_mode": cfg.fit_mode,
-        "resize": "keep aspect ratio, longest side to input_size (area filter when shrinking, bilinear when enlarging), pad by replicating edge pixels, centred"
-        if cfg.fit_mode == "letterbox"
-        else "stretch to input_size x input_size (area filter when shrinking, bilinear when enlarging)",
+        "tiles": str(cfg.tiles),
+        "resize": RESIZE_TEXT[cfg.fit_mode],
         "outputs": "anomaly_map: float32 N,1,S,S calibrated heatmap; image_score: float32 N, max of anomaly_map",
         "score_scale": "0 = typical normal pixel; image_threshold (1.0 unless recalibrated) = defect",
         "image_threshold": repr(float(cal.image_threshold)),

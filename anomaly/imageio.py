@@ -4,13 +4,14 @@ The one internal form every part of the project uses: a float32 array of shape
 (H, W, 3), RGB channel order, values in [0, 1]. Grayscale is replicated to three
 channels, alpha is dropped (composited on black), 16-bit images are scaled by
 1/65535 and 8-bit by 1/255. This module imports no torch: training, the ONNX
-runtime and the UI all resize through `fit_to_square`, so a model sees at run
-time exactly what it saw while training.
+runtime and the UI all prepare images through `prepare` (one letterboxed square, or
+overlapping square tiles for long or large images), so a model sees at run time
+exactly what it saw while training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,12 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-FitMode = Literal["letterbox", "stretch"]
+FitMode = Literal["letterbox", "stretch", "tile", "auto"]
+FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")
+# "auto" tiles an image once its long side holds two whole squares of its short side:
+# from there a letterbox would spend half the model's input on padding and shrink the
+# part to half the detail, while tiles cost no overlap.
+AUTO_TILE_ASPECT = 2.0
 
 
 class ImageReadError(ValueError):
@@ -132,6 +138,124 @@ class Placement:
     content_h: int
     content_w: int
 
+    views = 1  # squares the model sees for this image
+
+    def content(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        """The image's map at working resolution (padding removed)."""
+        return crop_to_content(maps[0], self)
+
+    def original(self, content: np.ndarray) -> np.ndarray:
+        """A content map resized onto the original image's pixel grid."""
+        return cv2.resize(content.astype(np.float32), (self.original_w, self.original_h), interpolation=cv2.INTER_LINEAR)
+
+    def to_original(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        return self.original(self.content(maps))
+
+
+def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Area filter when shrinking (no aliasing), bilinear when enlarging."""
+    if (h, w) == image.shape[:2]:
+        return image
+    shrink = h < image.shape[0] or w < image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _blend_weights(size: int) -> np.ndarray:
+    """Tent weights of a tile's pixels: highest in the middle, where the model sees the
+    most context, low (never zero) at the borders."""
+    t = np.arange(size, dtype=np.float32)
+    w1 = np.maximum(np.minimum(t + 0.5, size - t - 0.5) / (size / 2), 0.02)
+    return np.outer(w1, w1)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How an image was cut into overlapping square tiles of the working size.
+
+    The image is resized by one factor so that its short side spans `tiles` tile widths
+    (the frame, frame_h x frame_w); the tiles are size x size crops of the frame at
+    `origins` (y, x), spread evenly so that they cover it with the least overlap. A long
+    strip is not shrunk to fit one square, and `tiles` > 1 gives a large image more
+    detail. Tile maps are blended back into the frame, weighted towards tile centres.
+    """
+
+    original_h: int
+    original_w: int
+    size: int
+    frame_h: int
+    frame_w: int
+    origins: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, h: int, w: int, size: int, tiles: int) -> Tiling:
+        scale = tiles * size / min(h, w)
+        fh, fw = max(size, round(h * scale)), max(size, round(w * scale))
+
+        def starts(length: int) -> list[int]:
+            n = -(-length // size)
+            return [0] if n == 1 else [round(i * (length - size) / (n - 1)) for i in range(n)]
+
+        return cls(h, w, size, fh, fw, tuple((y, x) for y in starts(fh) for x in starts(fw)))
+
+    @property
+    def views(self) -> int:
+        return len(self.origins)
+
+    def cut(self, image: np.ndarray) -> list[np.ndarray]:
+        """The tiles of an image (or of a mask) of the original size."""
+        frame = _resize(image, self.frame_w, self.frame_h)
+        s = self.size
+        return [frame[y : y + s, x : x + s] for y, x in self.origins]
+
+    def content(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        """The tile maps blended into one map of the frame."""
+        weights = _blend_weights(self.size)
+        acc = np.zeros((self.frame_h, self.frame_w), np.float32)
+        total = np.zeros_like(acc)
+        s = self.size
+        for m, (y, x) in zip(maps, self.origins):
+            acc[y : y + s, x : x + s] += m * weights
+            total[y : y + s, x : x + s] += weights
+        return acc / total
+
+    def original(self, content: np.ndarray) -> np.ndarray:
+        """The frame map resized onto the original image's pixel grid."""
+        return cv2.resize(content, (self.original_w, self.original_h), interpolation=cv2.INTER_LINEAR)
+
+    def to_original(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        return self.original(self.content(maps))
+
+
+Layout = Placement | Tiling
+
+
+def uses_tiles(h: int, w: int, mode: str, tiles: int = 1) -> bool:
+    if mode == "tile":
+        return True
+    return mode == "auto" and (tiles > 1 or max(h, w) >= AUTO_TILE_ASPECT * min(h, w))
+
+
+def prepare(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[list[np.ndarray], Layout]:
+    """The square model inputs for one image (float32 size x size x C) and how to map
+    their heatmaps back: one letterboxed or stretched square, or tiles (see `Tiling`)."""
+    h, w = image.shape[:2]
+    if uses_tiles(h, w, mode, tiles):
+        tiling = Tiling.of(h, w, size, tiles)
+        return [t.astype(np.float32, copy=False) for t in tiling.cut(image)], tiling
+    square, placement = fit_to_square(image, size, "letterbox" if mode in ("auto", "tile") else mode)  # type: ignore[arg-type]
+    return [square], placement
+
+
+def per_image(maps: Sequence[np.ndarray], layouts: Sequence[Layout]) -> list[Sequence[np.ndarray]]:
+    """Split the model's maps of a batch (all views in order) into each image's views."""
+    out, k = [], 0
+    for layout in layouts:
+        out.append(maps[k : k + layout.views])
+        k += layout.views
+    if k != len(maps):
+        raise ValueError(f"{len(maps)} maps for {k} views")
+    return out
+
 
 def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, Placement]:
     """Resize an internal-form image to size x size.
@@ -176,10 +300,12 @@ def map_to_original(square_map: np.ndarray, placement: Placement) -> np.ndarray:
     )
 
 
-def to_batch(images: Iterable[np.ndarray], size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, list[Placement]]:
-    """Stack internal-form images into the model's input: float32 (N, 3, size, size)."""
-    fitted = [fit_to_square(img, size, mode) for img in images]
-    batch = np.empty((len(fitted), 3, size, size), np.float32)
-    for k, (square, _) in enumerate(fitted):
+def to_batch(images: Iterable[np.ndarray], size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[np.ndarray, list[Layout]]:
+    """Stack internal-form images into the model's input: float32 (V, 3, size, size),
+    every view of every image in order (one per image unless tiled), and their layouts."""
+    prepared = [prepare(img, size, mode, tiles) for img in images]
+    views = [v for squares, _ in prepared for v in squares]
+    batch = np.empty((len(views), 3, size, size), np.float32)
+    for k, square in enumerate(views):
         batch[k] = square.transpose(2, 0, 1)
-    return batch, [f[1] for f in fitted]
+    return batch, [layout for _, layout in prepared]

@@ -29,7 +29,7 @@ def check_parity(det: Detector, onnx_path: str | Path, images: list[np.ndarray] 
     """(max abs difference of calibrated maps, identical verdicts) on the same inputs."""
     images = images if images is not None else parity_images(det)
     cfg = det.model_config
-    batch, _ = to_batch(images, cfg.image_size, cfg.fit_mode)  # type: ignore[arg-type]
+    batch, _ = to_batch(images, cfg.image_size, cfg.fit_mode, cfg.tiles)
     with torch.no_grad():
         t_maps, t_scores = det.module.eval()(torch.from_numpy(batch))
     inspector = Inspector(onnx_path)

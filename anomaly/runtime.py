@@ -2,8 +2,9 @@
 
 One `Inspector` holds one onnxruntime session and may be shared by threads
 (onnxruntime's `run` is thread-safe and this class keeps no per-call state).
-Images of any size and format are fitted exactly as in training
-(`anomaly.imageio.fit_to_square`), and heatmaps are mapped back to the original pixels.
+Images of any size and format are prepared exactly as in training
+(`anomaly.imageio.prepare`: a letterboxed square or tiles), and heatmaps are mapped back
+to the original pixels.
 Thresholds come from the file's metadata and can be overridden per call.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ModelFileError
-from .imageio import crop_to_content, map_to_original, read_image, to_batch
+from .imageio import per_image, read_image, to_batch
 from .regions import Region, mask_and_regions
 from .visualize import overlay
 
@@ -34,6 +35,7 @@ class ModelInfo:
     path: Path
     input_size: int
     fit_mode: str
+    tiles: int
     image_threshold: float
     pixel_threshold: float
     model_kind: str
@@ -48,6 +50,7 @@ class ModelInfo:
                 path=path,
                 input_size=int(meta["input_size"]),
                 fit_mode=meta.get("fit_mode", "letterbox"),
+                tiles=int(meta.get("tiles", "1")),
                 image_threshold=float(meta["image_threshold"]),
                 pixel_threshold=float(meta["pixel_threshold"]),
                 model_kind=meta.get("model_kind", "?"),
@@ -58,7 +61,7 @@ class ModelInfo:
 
     def summary(self) -> dict[str, Any]:
         """The facts an inspector or integrator wants to see, in display order."""
-        keys = ("model_kind", "input_size", "fit_mode", "image_threshold", "pixel_threshold", "train_count",
+        keys = ("model_kind", "input_size", "fit_mode", "tiles", "image_threshold", "pixel_threshold", "train_count",
                 "train_image_sizes", "train_data", "trained", "created", "project_version")
         return {k: self.metadata.get(k, "") for k in keys}
 
@@ -149,11 +152,12 @@ class Inspector:
         heatmap over the image itself, padding excluded)."""
         maps, scores = [], []
         for i in range(0, len(images), batch_size):
-            batch, placements = to_batch(images[i : i + batch_size], self.info.input_size, self.info.fit_mode)  # type: ignore[arg-type]
+            batch, layouts = to_batch(images[i : i + batch_size], self.info.input_size, self.info.fit_mode, self.info.tiles)
             out, _ = self.run(batch)
-            for m, pl in zip(out, placements):
-                scores.append(float(crop_to_content(m, pl).max()))
-                maps.append(map_to_original(m, pl))
+            for views, layout in zip(per_image(out, layouts), layouts):
+                content = layout.content(views)
+                scores.append(float(content.max()))
+                maps.append(layout.original(content))
         return maps, np.asarray(scores, dtype=np.float64)
 
     def inspect_batch(

@@ -49,7 +49,7 @@ import onnx
 import onnxruntime as ort
 
 from anomaly.batch import collect_inputs, load_input, score_inputs, write_overlays
-from anomaly.imageio import crop_to_content, map_to_original, read_image, to_batch
+from anomaly.imageio import per_image, read_image, to_batch
 from anomaly.regions import defect_mask, find_regions
 from anomaly.runtime import Inspection, Inspector, _session_options
 
@@ -254,10 +254,10 @@ def main() -> None:
 
     # inputs: real sample images, fitted exactly as at inference
     insp = Inspector(a.onnx, threads=a.threads)
-    size, fit_mode = insp.info.input_size, insp.info.fit_mode
+    size, fit_mode, tiles = insp.info.input_size, insp.info.fit_mode, insp.info.tiles
     imgs = sample_images(max(a.batch, 8))
-    x1, _ = to_batch(imgs[:1], size, fit_mode)  # type: ignore[arg-type]
-    xb, _ = to_batch(imgs[: a.batch], size, fit_mode)  # type: ignore[arg-type]
+    x1, _ = to_batch(imgs[:1], size, fit_mode, tiles)
+    xb, _ = to_batch(imgs[: a.batch], size, fit_mode, tiles)
 
     # 1. ORT batch-1 latency
     log("1. ORT batch-1 latency")
@@ -313,7 +313,7 @@ def main() -> None:
         stage["decode (read_image)"] = (time.perf_counter() - t) / len(items)
         ims = [x.image for x in loaded]
         t = time.perf_counter()
-        batches = [to_batch(ims[i : i + a.batch], size, fit_mode) for i in range(0, len(ims), a.batch)]  # type: ignore[arg-type]
+        batches = [to_batch(ims[i : i + a.batch], size, fit_mode, tiles) for i in range(0, len(ims), a.batch)]
         stage["fit + batch (to_batch)"] = (time.perf_counter() - t) / len(items)
         t = time.perf_counter()
         outs = [insp.run(bt)[0] for bt, _ in batches]
@@ -321,9 +321,10 @@ def main() -> None:
         t = time.perf_counter()
         results = []
         for (_, pls), out in zip(batches, outs):
-            for m, pl in zip(out, pls):
-                s = float(crop_to_content(m, pl).max())
-                hm = map_to_original(m, pl)
+            for views, pl in zip(per_image(out, pls), pls):
+                content = pl.content(views)
+                s = float(content.max())
+                hm = pl.original(content)
                 mask = defect_mask(hm, it, pt)
                 results.append(Inspection(s, it, pt, hm, mask, find_regions(hm, mask)))
         stage["post (map back, mask, regions)"] = (time.perf_counter() - t) / len(items)

@@ -116,18 +116,18 @@ class ResidualOnly:
     def score(self, images):
         import torch
 
-        from anomaly.imageio import crop_to_content, map_to_original
+        from anomaly.imageio import per_image
         from anomaly.model import separable_blur
         from anomaly.train import to_tensor
 
         maps, scores = [], []
         for img in images:
-            fitted, pl = self.det._fit(img)
+            views, layout = self.det._fit(img)
             with torch.no_grad():
-                r, _ = self.det.module.residual_components(to_tensor([fitted]))
-            mp = separable_blur(r, self.kernel)[0, 0].numpy()
-            scores.append(float(crop_to_content(mp, pl).max()))
-            maps.append(map_to_original(mp, pl))
+                r, _ = self.det.module.residual_components(to_tensor(views))
+            content = layout.content(per_image(separable_blur(r, self.kernel)[:, 0].numpy(), [layout])[0])
+            scores.append(float(content.max()))
+            maps.append(layout.original(content))
         return maps, np.array(scores)
 
 

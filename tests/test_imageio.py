@@ -12,7 +12,11 @@ from anomaly.imageio import (
     decode_image,
     fit_to_square,
     list_images,
+    Placement,
+    Tiling,
     map_to_original,
+    per_image,
+    prepare,
     read_image,
     to_batch,
 )
@@ -87,3 +91,51 @@ def test_stretch_and_batch_layout():
     batch, pls = to_batch(imgs, 64, "stretch")
     assert batch.shape == (3, 3, 64, 64) and batch.dtype == np.float32
     assert all((p.top, p.left, p.content_h, p.content_w) == (0, 0, 64, 64) for p in pls)
+
+
+@pytest.mark.parametrize("h, w, tiles", [(100, 420, 1), (64, 64, 2), (300, 500, 2), (77, 1000, 1)])
+def test_tiles_cover_the_frame_within_bounds(h, w, tiles):
+    t = Tiling.of(h, w, 64, tiles)
+    assert min(t.frame_h, t.frame_w) == tiles * 64  # the short side spans `tiles` tiles
+    covered = np.zeros((t.frame_h, t.frame_w), int)
+    for y, x in t.origins:
+        assert 0 <= y <= t.frame_h - 64 and 0 <= x <= t.frame_w - 64
+        covered[y : y + 64, x : x + 64] += 1
+    assert covered.min() >= 1
+    # evenly spread: no tile further than a tile from its neighbour, no more tiles than needed
+    assert t.views == -(-t.frame_h // 64) * -(-t.frame_w // 64)
+
+
+def test_tile_maps_blend_back_to_the_image():
+    """Each tile's own pixels as its 'map': blending them must give back the frame
+    exactly, whatever the overlaps and weights; and the map reaches original size."""
+    rng = np.random.default_rng(0)
+    img = rng.random((90, 400, 3), dtype=np.float32)
+    squares, layout = prepare(img, 64, "auto")
+    assert isinstance(layout, Tiling) and layout.views == len(squares) == 5
+    frame = cv2.resize(img, (layout.frame_w, layout.frame_h), interpolation=cv2.INTER_AREA)[:, :, 1]
+    content = layout.content([s[:, :, 1] for s in squares])
+    np.testing.assert_allclose(content, frame, atol=1e-5)
+    assert layout.to_original([s[:, :, 1] for s in squares]).shape == (90, 400)
+
+
+def test_blend_trusts_tile_centres_over_borders():
+    layout = Tiling.of(64, 100, 64, 1)  # two tiles overlapping on 28 columns
+    left, right = np.zeros((64, 64), np.float32), np.ones((64, 64), np.float32)
+    blended = layout.content([left, right])[32]
+    assert blended[37] < 0.3 and blended[62] > 0.7  # overlap starts at 36: near each tile's centre it wins
+    assert np.all(np.diff(blended) >= -1e-6)
+
+
+def test_auto_mode_letterboxes_near_squares_and_tiles_strips():
+    near_square, strip = np.zeros((100, 190, 3), np.float32), np.zeros((100, 200, 3), np.float32)
+    assert isinstance(prepare(near_square, 64, "auto")[1], Placement)
+    assert isinstance(prepare(strip, 64, "auto")[1], Tiling)
+    assert prepare(near_square, 64, "auto", tiles=2)[1].views == 2 * 4
+    assert isinstance(prepare(strip, 64, "letterbox")[1], Placement)
+    batch, layouts = to_batch([near_square, strip], 64, "auto")
+    assert batch.shape[0] == 1 + 2 and [lay.views for lay in layouts] == [1, 2]
+    maps = list(batch[:, 0])
+    assert [len(m) for m in per_image(maps, layouts)] == [1, 2]
+    with pytest.raises(ValueError):
+        per_image(maps[:-1], layouts)

@@ -154,8 +154,10 @@ def test_memory_calibration_maps_are_the_modules_raw_maps():
 
     det = Detector(ModelConfig(image_size=64, segmentation_head=True, memory_size=32))
     det.module.eval().memory.remember(torch.randn(32, det.module.features.channels))
-    fitted, placements = zip(*(det._fit(img) for img in _images(5, size=80)))
-    levels, maps = det._alarm_levels(list(fitted), list(placements))
+    prepared = [det._fit(img) for img in _images(5, size=80)]
+    fitted = [view for views, _ in prepared for view in views]
+    layouts = [layout for _, layout in prepared]
+    levels, maps = det._alarm_levels(fitted, layouts)
     assert levels[0] != levels[1] and min(levels) > 0
     det.module.residual_scale.copy_(torch.tensor(levels))
-    np.testing.assert_allclose(maps, det._raw_maps(list(fitted)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps, det._raw_maps(fitted), rtol=1e-5, atol=1e-6)

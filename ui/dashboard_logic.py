@@ -83,6 +83,16 @@ def _format_number(value: str, digits: int = 3) -> str:
         return value or "unknown"
 
 
+def _fit_text(summary: dict[str, str]) -> str:
+    """How parts reach the model's square, in an inspector's words."""
+    mode, tiles = summary.get("fit_mode") or "letterbox", summary.get("tiles") or "1"
+    if mode == "tile" or (mode == "auto" and tiles != "1"):
+        return f"cut into tiles, {tiles} across the short side"
+    if mode == "auto":
+        return "letterbox; long strips cut into tiles"
+    return mode
+
+
 def model_facts(inspector: Inspector) -> list[tuple[str, str]]:
     """`Inspector.info.summary()` as (label, value) rows an inspector can read."""
     s = inspector.info.summary()
@@ -98,7 +108,7 @@ def model_facts(inspector: Inspector) -> list[tuple[str, str]]:
         ("Trained on", trained_on),
         ("Data folder", data or "unknown"),
         ("Model type", MODEL_KINDS.get(s.get("model_kind", ""), s.get("model_kind") or "unknown")),
-        ("Input size", f"{size} × {size} px ({s.get('fit_mode') or 'letterbox'})" if size else "unknown"),
+        ("Input size", f"{size} × {size} px ({_fit_text(s)})" if size else "unknown"),
         ("Image threshold", _format_number(s.get("image_threshold", ""))),
         ("Pixel threshold", _format_number(s.get("pixel_threshold", ""))),
         ("Trained", _format_date(s.get("trained", ""))),
