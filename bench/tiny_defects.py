@@ -35,12 +35,13 @@ from anomaly.synth import generate_dataset
 OUT = Path(__file__).resolve().parent / "results_tiny.md"
 
 
-def tiny_defect(img: np.ndarray, rng: np.random.Generator, target_area: float) -> tuple[np.ndarray, np.ndarray, str]:
+def tiny_defect(img: np.ndarray, rng: np.random.Generator, target_area: float,
+                scales: tuple[float, float] = (0.005, 0.03)) -> tuple[np.ndarray, np.ndarray, str]:
     """Paint defects until the mask is close to target_area (fraction of the image)."""
     part = img.mean(axis=2) > 0.25
     for _ in range(200):
         kind = ["pits", "scratch", "crack"][int(rng.integers(3))]
-        bad, mask = DEFECTS[kind](img, rng, scale=float(rng.uniform(0.005, 0.03)), region=part)
+        bad, mask = DEFECTS[kind](img, rng, scale=float(rng.uniform(*scales)), region=part)
         if 0.5 * target_area <= mask.mean() <= 2.0 * target_area:
             return bad, mask, kind
     raise RuntimeError("could not draw a defect of the requested size")
@@ -49,6 +50,17 @@ def tiny_defect(img: np.ndarray, rng: np.random.Generator, target_area: float) -
 def _strips(folder: Path, n: int) -> list[np.ndarray]:
     parts = [read_image(p) for p in sorted(folder.glob("*.png"))]
     return [np.concatenate(parts[i : i + n], axis=1) for i in range(0, len(parts) - n + 1, n)]
+
+
+def _on_one_part(strip: np.ndarray, rng: np.random.Generator, area: float, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """A tiny defect on one part of a strip (its area a fraction of the whole strip)."""
+    w = strip.shape[1] // n
+    j = int(rng.integers(n))
+    # the generator's scale is relative to the image it paints on: a 256 px part, not the strip
+    bad, part_mask, kind = tiny_defect(strip[:, j * w : (j + 1) * w], rng, area * n, scales=(0.02, 0.12))
+    out, mask = strip.copy(), np.zeros(strip.shape[:2], bool)
+    out[:, j * w : (j + 1) * w], mask[:, j * w : (j + 1) * w] = bad, part_mask
+    return out, mask, kind
 
 
 def main() -> None:
@@ -74,7 +86,7 @@ def main() -> None:
         good_imgs = [read_image(g) for g in sorted((data / "test" / "good").glob("*.png"))]
         what = "washer 512 px"
     rng = np.random.default_rng(0)
-    painted = [tiny_defect(img, rng, a.area) for img in good_imgs]
+    painted = [tiny_defect(img, rng, a.area) if not a.strip else _on_one_part(img, rng, a.area, a.strip) for img in good_imgs]
     areas = [m.mean() for _, m, _ in painted]
     pixels = good_imgs[0].shape[0] * good_imgs[0].shape[1]
     rows = []
