@@ -46,6 +46,10 @@ class ModelConfig:
     # Feature autoencoder: EfficientNet-Lite0 blocks whose outputs are reconstructed.
     feature_blocks: tuple[int, ...] = (2, 4, 10)
     feature_stride: int = 8
+    # Pixels of the working-size image mirrored past each border before the backbone (a
+    # multiple of 16, the coarsest tapped block's stride); 0 = the convolutions' zero
+    # padding meets the image edge.
+    feature_border: int = 16
     feature_hidden: int = 128
     feature_latent: int = 48
     # Patch memory (PatchCore-style): how many normal patch features are kept (chosen by
@@ -82,6 +86,8 @@ class ModelConfig:
             self.feature_memory = False  # patch_memory is the memory alone
         if self.memory_size < 1 or self.patch_neighbourhood < 1 or self.patch_neighbourhood % 2 == 0:
             raise ValueError("memory size must be >= 1 and the patch neighbourhood an odd number >= 1")
+        if self.feature_border < 0 or self.feature_border % 16 or self.feature_border >= self.image_size:
+            raise ValueError(f"feature border must be a multiple of 16 below the image size, got {self.feature_border}")
         if self.ssim_levels < 1:
             raise ValueError(f"ssim levels must be >= 1, got {self.ssim_levels}")
         self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
@@ -155,4 +161,5 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         kwargs.setdefault("ssim_levels", 1)
         kwargs.setdefault("feature_memory", False)
         kwargs.setdefault("fit_mode", "letterbox")
+        kwargs.setdefault("feature_border", 0)
     return cls(**kwargs)

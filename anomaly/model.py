@@ -107,6 +107,13 @@ class InspectionModule(nn.Module):
         self.register_buffer("ssim_window", gaussian_kernel1d(1.5))  # 11 taps
 
     # ----- pieces -------------------------------------------------------------------
+    def inner(self, t: torch.Tensor) -> torch.Tensor:
+        """A feature-grid map without the mirrored margin cells (see feature_border):
+        on a texture that fills the frame, the edge cells, with half a neighbourhood of
+        zero padding, were where good parts scored highest."""
+        m = self.cfg.feature_border // self.cfg.feature_stride
+        return t[:, :, m : t.shape[-2] - m, m : t.shape[-1] - m] if m else t
+
     def standardized_features(self, x: torch.Tensor) -> torch.Tensor:
         assert self.features is not None
         with torch.no_grad():
@@ -122,11 +129,11 @@ class InspectionModule(nn.Module):
         """(mean feature residual, head's defect probability) at the feature grid; with no
         head, the residual twice. For the patch memory: the nearest-patch distance twice."""
         if isinstance(self.net, PatchMemory):
-            d = self.net(f)
+            d = self.inner(self.net(f))
             return d, d
         res = self.feature_residual(f)
-        r = res.mean(dim=1, keepdim=True)
-        return r, (torch.sigmoid(self.head(res)) if self.head is not None else r)
+        r = self.inner(res.mean(dim=1, keepdim=True))
+        return r, (self.inner(torch.sigmoid(self.head(res))) if self.head is not None else r)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel reconstruction in [0, 1] (pixel autoencoders only)."""
@@ -148,7 +155,7 @@ class InspectionModule(nn.Module):
             return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
         r_up = up(r)
-        return r_up, (up(p) if self.head is not None else r_up), (up(self.memory(f)) if self.memory is not None else None)
+        return r_up, (up(p) if self.head is not None else r_up), (up(self.inner(self.memory(f))) if self.memory is not None else None)
 
     def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the
@@ -201,7 +208,7 @@ class InspectionModule(nn.Module):
         if isinstance(self.net, PatchMemory):
             raise ValueError("a patch memory is filled from training patches, not trained with a loss")
         if self.features is not None:
-            loss = self.feature_residual(self.standardized_features(x)).mean()
+            loss = self.inner(self.feature_residual(self.standardized_features(x))).mean()
             return loss, {"recon": loss.item()}
         xn = (x - self.input_mean) / self.input_std
         recon_n, kl = self.net(xn)

@@ -113,7 +113,10 @@ class FeatureExtractor(nn.Module):
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(list(net._blocks)[: last + 1])
         self.taps = tuple(cfg.feature_blocks)
-        self.grid = cfg.image_size // cfg.feature_stride
+        self.border = cfg.feature_border
+        # the grid covers the mirrored margin too: margin cells give the image's edge
+        # cells whole neighbourhoods downstream, and are cut off the final maps
+        self.grid = (cfg.image_size + 2 * cfg.feature_border) // cfg.feature_stride
         self.channels = sum(int(self.blocks[i]._bn2.num_features) for i in self.taps)
         for p in self.parameters():
             p.requires_grad_(False)
@@ -124,16 +127,19 @@ class FeatureExtractor(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
+        # Mirror the image past its border before the trunk: the convolutions' zero
+        # padding then meets the mirrored margin, not the image's edge.
+        b = self.border
+        h = self.stem(F.pad(x, (b, b, b, b), mode="reflect") if b else x)
         outs = []
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i in self.taps:
                 tap, size = h, h.shape[-1]
                 if size > self.grid:  # finer than the grid: average, keeping all detail's energy
-                    tap = F.avg_pool2d(h, kernel_size=size // self.grid)
+                    tap = F.avg_pool2d(tap, kernel_size=size // self.grid)
                 elif size < self.grid:
-                    tap = F.interpolate(h, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+                    tap = F.interpolate(tap, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
                 outs.append(tap)
         return torch.cat(outs, dim=1)
 

@@ -189,7 +189,7 @@ def _head_step(module: InspectionModule, optimizer: torch.optim.Optimizer, f: to
     assert module.head is not None
     with torch.no_grad():
         res = module.feature_residual(f)
-    logits = module.head(res)
+    logits = module.inner(module.head(res))
     prob = torch.sigmoid(logits)
     bce = F.binary_cross_entropy_with_logits(logits, mask)
     dice = 1.0 - (2 * (prob * mask).sum() + 1.0) / (prob.sum() + mask.sum() + 1.0)
@@ -282,7 +282,7 @@ def train_feature_model(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             f, target, _ = bank.batch(idx)
-            loss = (module.net(f) - target).pow(2).mean()
+            loss = module.inner(module.net(f) - target).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -290,7 +290,7 @@ def train_feature_model(
         schedule.step()
         module.net.eval()
         with torch.no_grad():
-            val = float(module.feature_residual(val_features).mean())
+            val = float(module.inner(module.feature_residual(val_features)).mean())
         history.train_loss.append(running / max(len(rows), 1))
         history.val_loss.append(val)
         bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val:.4f}")
@@ -363,7 +363,7 @@ def fill_patch_memory(module: InspectionModule, memory: PatchMemory, fit_images:
     for i in range(0, len(jobs), cfg.batch_size):
         views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j]
                  for j, augmented in jobs[i : i + cfg.batch_size]]
-        p = memory.patches(module.standardized_features(to_tensor(views)))
+        p = module.inner(memory.patches(module.standardized_features(to_tensor(views))))
         p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
         if keep < 1.0:
             p = p[torch.from_numpy(rng.random(p.shape[0]) < keep)]
@@ -402,7 +402,7 @@ class PerceptualLoss(torch.nn.Module):
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
-        cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4)
+        cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4, feature_border=0)
         self.features = FeatureExtractor(cfg)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

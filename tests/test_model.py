@@ -84,3 +84,33 @@ def test_old_pixel_model_configs_keep_single_scale_ssim():
     assert from_dict(ModelConfig, {"kind": "ae", "ssim_levels": 5}).ssim_levels == 5
     assert ModelConfig(kind="ae", image_size=64).ssim_scales == 3  # coarsest scale kept >= 16 px
     assert ModelConfig(kind="ae", image_size=256).ssim_scales == 5
+
+
+def test_old_configs_keep_their_image_fitting_and_feature_border():
+    from anomaly.config import ModelConfig, from_dict
+
+    old = from_dict(ModelConfig, {"kind": "feature_ae"})
+    assert (old.fit_mode, old.feature_border) == ("letterbox", 0)
+    new = ModelConfig()
+    assert (new.fit_mode, new.feature_border) == ("auto", 16)
+    for bad in (8, -16, 256):
+        with pytest.raises(ValueError, match="feature border"):
+            ModelConfig(feature_border=bad)
+
+
+def test_mirrored_border_makes_edge_features_look_like_the_inside():
+    """On a uniform part every feature should be the same; the convolutions' zero padding
+    makes the edge cells differ, the mirrored margin removes most of that."""
+    from anomaly.config import ModelConfig
+    from anomaly.networks import FeatureExtractor
+
+    x = torch.full((1, 3, 128, 128), 0.5)
+    spread = {}
+    for border in (0, 16):
+        f = FeatureExtractor(ModelConfig(image_size=128, feature_border=border))(x)[0]
+        m = border // 8  # margin cells around the image's 16 x 16 grid
+        assert f.shape[-1] == 16 + 2 * m
+        image_cells = f[:, m : m + 16, m : m + 16]
+        centre = image_cells[:, 8, 8][:, None, None]
+        spread[border] = float((image_cells - centre).pow(2).sum(0).sqrt()[0].mean())  # top row of cells
+    assert spread[16] < 0.5 * spread[0]

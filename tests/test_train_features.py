@@ -56,7 +56,7 @@ def test_head_learns_to_point_at_painted_defects():
     assert losses[-1] < losses[0]
     f, _, mask = bank.batch(np.arange(len(bank.targets)))
     with torch.no_grad():
-        p = torch.sigmoid(module.head(module.feature_residual(f)))
+        p = module.inner(torch.sigmoid(module.head(module.feature_residual(f))))
     inside, outside = p[mask > 0.5], p[mask == 0]
     assert inside.numel() > 0 and float(inside.mean()) > float(outside.mean()) + 0.2
 
