@@ -77,14 +77,15 @@ class InspectionModule(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        margin = cfg.feature_border // cfg.feature_stride if cfg.kind in FEATURE_KINDS else 0
         if cfg.kind in FEATURE_KINDS:
             self.features: FeatureExtractor | None = FeatureExtractor(cfg)
             nfeat = self.features.channels
-            self.net: nn.Module = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood) if cfg.kind == "patch_memory"
+            self.net: nn.Module = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin) if cfg.kind == "patch_memory"
                                    else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent))
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
-            self.memory: PatchMemory | None = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood)
+            self.memory: PatchMemory | None = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin)
                                                if cfg.kind == "feature_ae" and cfg.feature_memory else None)
         else:
             self.head = None
@@ -111,7 +112,7 @@ class InspectionModule(nn.Module):
         """A feature-grid map without the mirrored margin cells (see feature_border):
         on a texture that fills the frame, the edge cells, with half a neighbourhood of
         zero padding, were where good parts scored highest."""
-        m = self.cfg.feature_border // self.cfg.feature_stride
+        m = self.cfg.feature_border // self.cfg.feature_stride if self.features is not None else 0
         return t[:, :, m : t.shape[-2] - m, m : t.shape[-1] - m] if m else t
 
     def standardized_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +130,7 @@ class InspectionModule(nn.Module):
         """(mean feature residual, head's defect probability) at the feature grid; with no
         head, the residual twice. For the patch memory: the nearest-patch distance twice."""
         if isinstance(self.net, PatchMemory):
-            d = self.inner(self.net(f))
+            d = self.net(f)
             return d, d
         res = self.feature_residual(f)
         r = self.inner(res.mean(dim=1, keepdim=True))
@@ -155,7 +156,7 @@ class InspectionModule(nn.Module):
             return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
         r_up = up(r)
-        return r_up, (up(p) if self.head is not None else r_up), (up(self.inner(self.memory(f))) if self.memory is not None else None)
+        return r_up, (up(p) if self.head is not None else r_up), (up(self.memory(f)) if self.memory is not None else None)
 
     def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the

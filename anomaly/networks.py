@@ -204,9 +204,10 @@ class PatchMemory(nn.Module):
     gather, so it exports to ONNX as is.
     """
 
-    def __init__(self, channels: int, size: int, neighbourhood: int) -> None:
+    def __init__(self, channels: int, size: int, neighbourhood: int, margin: int = 0) -> None:
         super().__init__()
         self.neighbourhood = neighbourhood
+        self.margin = margin  # mirrored margin cells: context for the neighbourhoods, never searched
         self.register_buffer("memory", torch.zeros(size, channels))
         self.register_buffer("memory_sqnorm", torch.zeros(size))
 
@@ -226,9 +227,13 @@ class PatchMemory(nn.Module):
         self.memory_sqnorm.copy_(self.memory.pow(2).sum(dim=1))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        """Distance to the nearest remembered patch, (N, 1, g, g)."""
-        n, c, h, w = f.shape
-        q = self.patches(f).flatten(2).transpose(1, 2)  # (N, g*g, C)
+        """Distance to the nearest remembered patch, (N, 1, g, g) for the cells inside
+        the margin."""
+        p, m = self.patches(f), self.margin
+        if m:
+            p = p[:, :, m : p.shape[-2] - m, m : p.shape[-1] - m]
+        n, c, h, w = p.shape
+        q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
         # Search with one matrix product (|q|^2 is the same for every candidate, so it is
         # left out), then measure the winner directly: |q|^2 - 2 q.m + |m|^2 loses
         # precision near 0, where a square root would magnify float32 rounding into
