@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import ModelConfig
+from .config import FIT_MODES, ModelConfig
 
 EXIT_USAGE = 2
 
@@ -31,7 +31,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "scored by nearest-neighbour distance (no epochs; trains in about a minute); "
                         "ae: convolutional pixel autoencoder; vae: variational pixel autoencoder")
     p.add_argument("--image-size", type=int, default=256, help="square working size in pixels, multiple of 32 (default 256)")
-    p.add_argument("--fit-mode", default="auto", choices=["auto", "letterbox", "stretch", "tile"],
+    p.add_argument("--fit-mode", default="auto", choices=FIT_MODES,
                    help="how images reach the square working size: letterbox (keep aspect ratio and pad), stretch, "
                         "tile (overlapping squares, --tiles across the short side, maps blended back), or auto "
                         "(default: letterbox, but tile long strips with aspect ratio >= 2, and every image when --tiles > 1)")

@@ -17,6 +17,7 @@ LossKind = Literal["l2", "ssim", "l2+ssim"]
 
 MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae", "patch_memory")
 FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the frozen ImageNet backbone
+FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")  # see anomaly.imageio.prepare
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ModelConfig:
             raise ValueError(f"image size must be a multiple of 32 and >= 64, got {self.image_size}")
         if not 2 <= self.depth <= 7 or self.image_size % (2**self.depth):
             raise ValueError(f"depth must be 2..7 and divide the image size by 2^depth, got {self.depth}")
-        if self.fit_mode not in ("auto", "letterbox", "stretch", "tile"):
+        if self.fit_mode not in FIT_MODES:
             raise ValueError(f"fit mode must be auto, letterbox, stretch or tile; got {self.fit_mode!r}")
         if self.tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {self.tiles}")

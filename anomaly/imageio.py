@@ -21,7 +21,6 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FitMode = Literal["letterbox", "stretch", "tile", "auto"]
-FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")
 # "auto" tiles an image once its long side holds two whole squares of its short side:
 # from there a letterbox would spend half the model's input on padding and shrink the
 # part to half the detail, while tiles cost no overlap.
