@@ -11,6 +11,7 @@ exactly what it saw while training.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,10 +146,15 @@ class Placement:
 
     def original(self, content: np.ndarray) -> np.ndarray:
         """A content map resized onto the original image's pixel grid."""
-        return cv2.resize(content.astype(np.float32), (self.original_w, self.original_h), interpolation=cv2.INTER_LINEAR)
+        return _to_original(content, self.original_h, self.original_w)
 
     def to_original(self, maps: Sequence[np.ndarray]) -> np.ndarray:
         return self.original(self.content(maps))
+
+
+def _to_original(content: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A map resized bilinearly to an image's own h x w pixels."""
+    return cv2.resize(content.astype(np.float32, copy=False), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -159,6 +165,7 @@ def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+@functools.lru_cache(maxsize=4)
 def _blend_weights(size: int) -> np.ndarray:
     """Tent weights of a tile's pixels: highest in the middle, where the model sees the
     most context, low (never zero) at the borders."""
@@ -219,7 +226,7 @@ class Tiling:
 
     def original(self, content: np.ndarray) -> np.ndarray:
         """The frame map resized onto the original image's pixel grid."""
-        return cv2.resize(content, (self.original_w, self.original_h), interpolation=cv2.INTER_LINEAR)
+        return _to_original(content, self.original_h, self.original_w)
 
     def to_original(self, maps: Sequence[np.ndarray]) -> np.ndarray:
         return self.original(self.content(maps))
@@ -293,10 +300,7 @@ def crop_to_content(square_map: np.ndarray, placement: Placement) -> np.ndarray:
 
 def map_to_original(square_map: np.ndarray, placement: Placement) -> np.ndarray:
     """Resize a model-resolution map back onto the original image's pixel grid."""
-    content = crop_to_content(square_map, placement)
-    return cv2.resize(
-        content.astype(np.float32), (placement.original_w, placement.original_h), interpolation=cv2.INTER_LINEAR
-    )
+    return placement.to_original([square_map])
 
 
 def to_batch(images: Iterable[np.ndarray], size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[np.ndarray, list[Layout]]:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import FEATURE_KINDS, ModelConfig
-from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, PatchMemory, SegmentationHead
+from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, PatchMemory, SegmentationHead, without_margin
 
 IMAGE_THRESHOLD = 1.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,8 @@ class InspectionModule(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        margin = cfg.feature_border // cfg.feature_stride if cfg.kind in FEATURE_KINDS else 0
+        # mirrored margin cells around the feature grid (see feature_border)
+        self.margin = margin = cfg.feature_border // cfg.feature_stride if cfg.kind in FEATURE_KINDS else 0
         if cfg.kind in FEATURE_KINDS:
             self.features: FeatureExtractor | None = FeatureExtractor(cfg)
             nfeat = self.features.channels
@@ -112,8 +113,7 @@ class InspectionModule(nn.Module):
         """A feature-grid map without the mirrored margin cells (see feature_border):
         on a texture that fills the frame, the edge cells, with half a neighbourhood of
         zero padding, were where good parts scored highest."""
-        m = self.cfg.feature_border // self.cfg.feature_stride if self.features is not None else 0
-        return t[:, :, m : t.shape[-2] - m, m : t.shape[-1] - m] if m else t
+        return without_margin(t, self.margin)
 
     def standardized_features(self, x: torch.Tensor) -> torch.Tensor:
         assert self.features is not None

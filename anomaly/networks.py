@@ -191,6 +191,11 @@ class SegmentationHead(nn.Module):
         return self.net(torch.log1p(squared_residual))
 
 
+def without_margin(t: torch.Tensor, margin: int) -> torch.Tensor:
+    """A (N, C, g, g) map without `margin` cells on each side."""
+    return t[:, :, margin : t.shape[-2] - margin, margin : t.shape[-1] - margin] if margin else t
+
+
 class PatchMemory(nn.Module):
     """PatchCore-style memory of normal patch features (Roth et al. 2022).
 
@@ -229,9 +234,7 @@ class PatchMemory(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """Distance to the nearest remembered patch, (N, 1, g, g) for the cells inside
         the margin."""
-        p, m = self.patches(f), self.margin
-        if m:
-            p = p[:, :, m : p.shape[-2] - m, m : p.shape[-1] - m]
+        p = without_margin(self.patches(f), self.margin)
         n, c, h, w = p.shape
         q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
         # Search with one matrix product (|q|^2 is the same for every candidate, so it is
