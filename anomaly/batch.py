@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, read_image, to_batch
+from .imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, prepare, read_image, stack
 from .regions import mask_and_regions
 from .runtime import Inspection, Inspector
 
@@ -124,16 +124,22 @@ def collect_inputs(input: str | Path) -> list[InputItem]:
     return unique
 
 
+Prepared = tuple[list[np.ndarray], Layout]  # an image's model inputs and how to map them back
+
+
 class Loaded(NamedTuple):
     item: InputItem
     image: np.ndarray | None
     error: str | None
+    prepared: Prepared | None = None
 
 
-def load_input(item: InputItem) -> Loaded:
-    """Decode one image; never raises for a bad file (the error names the file)."""
+def load_input(item: InputItem, fit: tuple[int, str, int] | None = None) -> Loaded:
+    """Decode one image and, given fit = (working size, fit mode, tiles), prepare its
+    model inputs too; never raises for a bad file (the error names the file)."""
     try:
-        return Loaded(item, read_image(item.path), None)
+        image = read_image(item.path)
+        return Loaded(item, image, None, None if fit is None else prepare(image, *fit))
     except Exception as exc:  # noqa: BLE001 - any decode failure becomes an ERROR row
         msg = str(exc) or type(exc).__name__
         if str(item.path) not in msg and item.label not in msg:
@@ -529,18 +535,24 @@ def summarize(records: Iterable[dict[str, Any]], total: int, scored: int, resume
 def _run_model(inspector: Inspector, images: list[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, Layout] | str]:
     """The model's square maps for a chunk, each image's views with their layout; if a
     batch call fails, its images are retried one by one so only the culprit errs."""
+    info = inspector.info
+    return _run_prepared(inspector, [prepare(img, info.input_size, info.fit_mode, info.tiles) for img in images], batch_size)
+
+
+def _run_prepared(inspector: Inspector, prepared: list[Prepared], batch_size: int) -> list[tuple[np.ndarray, Layout] | str]:
+    """`_run_model` for images already prepared (views and layout)."""
     out: list[tuple[np.ndarray, Layout] | str] = []
-    size, mode, tiles = inspector.info.input_size, inspector.info.fit_mode, inspector.info.tiles
-    for i in range(0, len(images), batch_size):
-        part = images[i : i + batch_size]
+    size = inspector.info.input_size
+    for i in range(0, len(prepared), batch_size):
+        part = prepared[i : i + batch_size]
         try:
-            batch, layouts = to_batch(part, size, mode, tiles)
+            batch, layouts = stack(part, size)
             maps, _ = inspector.run(batch)
             out.extend(zip(per_image(maps, layouts), layouts))
         except Exception:  # noqa: BLE001
-            for img in part:
+            for one in part:
                 try:
-                    batch, layouts = to_batch([img], size, mode, tiles)
+                    batch, layouts = stack([one], size)
                     out.append((inspector.run(batch)[0], layouts[0]))
                 except Exception as exc:  # noqa: BLE001
                     out.append(f"inference failed ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
@@ -598,20 +610,22 @@ def _lower_priority() -> None:
         pass
 
 
-def _prefetch(items: Sequence[InputItem], pool: ThreadPoolExecutor, lookahead: int) -> Iterator[Loaded]:
-    """Decode in the pool, keeping `lookahead` images in flight ahead of the consumer."""
+def _prefetch(items: Sequence[InputItem], pool: ThreadPoolExecutor, lookahead: int,
+              fit: tuple[int, str, int] | None = None) -> Iterator[Loaded]:
+    """Decode (and prepare, given fit) in the pool, keeping `lookahead` images in flight
+    ahead of the consumer."""
     queue: deque[Future] = deque()
     source = iter(items)
     try:
         for item in source:
-            queue.append(pool.submit(load_input, item))
+            queue.append(pool.submit(load_input, item, fit))
             if len(queue) >= lookahead:
                 break
         while queue:
             fut = queue.popleft()
             nxt = next(source, None)
             if nxt is not None:
-                queue.append(pool.submit(load_input, nxt))
+                queue.append(pool.submit(load_input, nxt, fit))
             yield fut.result()
     finally:
         for fut in queue:
@@ -643,8 +657,8 @@ def score_inputs(
 ) -> ScoreSummary:
     """Score every image of INPUT with the ONNX model into OUT_DIR (see the module doc).
 
-    Decoding runs in a thread pool ahead of inference (OpenCV releases the GIL), the
-    model is called `batch_size` images at a time, and another thread turns its
+    Decoding and fitting to the working size run in a thread pool ahead of inference
+    (OpenCV releases the GIL), the model is called `batch_size` images at a time, and another thread turns its
     outputs into rows, regions and overlays; each batch's rows are appended and
     fsynced, in input order, once its overlays are on disk.
     """
@@ -687,9 +701,10 @@ def score_inputs(
     bar = tqdm(total=len(items), initial=resumed, unit="img", desc="scoring", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size), batch_size):
-            readable = [x.image for x in chunk if x.image is not None]
-            raw = _run_model(inspector, readable, batch_size) if readable else []
+        fit = (inspector.info.input_size, inspector.info.fit_mode, inspector.info.tiles)
+        for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size, fit=fit), batch_size):
+            prepared = [x.prepared for x in chunk if x.prepared is not None]
+            raw = _run_prepared(inspector, prepared, batch_size) if prepared else []
             pending.append(finisher.submit(_records_for, chunk, raw, it, pt, out_dir if mode else None, mode))
             if len(pending) > 2:  # bound the images held in memory waiting for their rows
                 pending[0].result()

@@ -92,7 +92,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write all metrics to this JSON file")
     p.add_argument("--report", type=Path, default=None, help="folder for the visual report (panels per defect type and roc.png)")
     p.add_argument("--report-count", type=int, default=2, help="images per defect type in the report (default 2)")
-    p.add_argument("--eval-size", type=int, default=None, help="longest side of the grid pixel metrics are computed on (default: the model's working size)")
+    p.add_argument("--eval-size", type=int, default=None, help="longest side of the grid pixel metrics are computed on (default: the model's working grid, "
+                   "its tiled frame for tiled images)")
     p.add_argument("--threshold", type=float, default=None, help="override the image threshold (calibrated scale)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -219,8 +220,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     scorer, reconstruct = load_scorer(a.model)
     if a.threshold is not None:
         scorer = _ThresholdOverride(scorer, a.threshold)
-    size = a.eval_size or getattr(getattr(scorer, "info", None), "input_size", None) or scorer.model_config.image_size
-    result = evaluate(scorer, a.data, eval_size=size, report_dir=a.report, report_count=a.report_count,
+    result = evaluate(scorer, a.data, eval_size=a.eval_size, report_dir=a.report, report_count=a.report_count,
                       progress=not a.quiet, reconstruct=reconstruct)
     result["model"] = str(a.model)
     if a.json:

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,7 +26,7 @@ from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
-from .imageio import Layout, Tiling, per_image, prepare, read_image
+from .imageio import Layout, per_image, prepare, read_image
 from .metrics import f1_operating_threshold, pixel_f1_threshold
 from .model import InspectionModule, separable_blur
 from .train import to_tensor, train
@@ -123,13 +122,7 @@ class Detector:
     def _fit_pair(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """An image's model inputs, each with its part of the mask (0 in any padding)."""
         views, layout = self._fit(image)
-        if isinstance(layout, Tiling):
-            return list(zip(views, layout.cut(mask.astype(np.float32))))
-        pl = layout
-        content = cv2.resize(mask.astype(np.float32), (pl.content_w, pl.content_h), interpolation=cv2.INTER_AREA)
-        square = np.zeros((pl.size, pl.size), np.float32)
-        square[pl.top : pl.top + pl.content_h, pl.left : pl.left + pl.content_w] = content
-        return [(views[0], square)]
+        return list(zip(views, layout.cut(mask.astype(np.float32))))
 
     def _fit(self, image: np.ndarray) -> tuple[list[np.ndarray], Layout]:
         cfg = self.model_config

@@ -4,9 +4,11 @@ Works with any scorer that has `score(images) -> (heatmaps, scores)` and
 `image_threshold` / `pixel_threshold`: the trained model folder (torch) or the exported
 ONNX file (runtime, no torch), so both can be checked against each other.
 
-Pixel metrics are computed on a grid whose longest side is `eval_size` (default: the
-model's working size, as anomalib does): heatmaps are area-averaged onto it and
-ground-truth masks resampled (a pixel is defect if at least half of it was).
+Pixel metrics are computed on the grid the model works on (as anomalib does): the image
+with its longest side at the working size, or for a tiled model the tiled frame (a
+long strip keeps its detail). `eval_size` instead puts the longest side at that many
+pixels. Heatmaps are area-averaged onto the grid and ground-truth masks resampled (a
+pixel is defect if at least half of it was).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .data import TestSample, find_test_set, load_mask
-from .imageio import ImageReadError, read_image, save_image
+from .imageio import ImageReadError, read_image, save_image, working_shape
 from .regions import defect_mask
 from .visualize import colorize, overlay, panel_row
 
@@ -34,9 +36,26 @@ class Scorer(Protocol):
     def score(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]: ...
 
 
-def _eval_shape(h: int, w: int, eval_size: int) -> tuple[int, int]:
-    s = eval_size / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
+DEFAULT_EVAL_SIZE = 256  # for a scorer that does not say how it sees images
+
+
+def model_grid(scorer: object) -> tuple[int, str, int] | None:
+    """(working size, fit mode, tiles) of an ONNX Inspector (`info`) or a Detector
+    (`model_config`); None for another scorer."""
+    info = getattr(scorer, "info", None)
+    if info is not None and hasattr(info, "input_size"):
+        return int(info.input_size), str(info.fit_mode), int(info.tiles)
+    cfg = getattr(scorer, "model_config", None)
+    if cfg is not None and hasattr(cfg, "image_size"):
+        return int(cfg.image_size), str(cfg.fit_mode), int(cfg.tiles)
+    return None
+
+
+def _eval_shape(h: int, w: int, eval_size: int | None, grid: tuple[int, str, int] | None = None) -> tuple[int, int]:
+    if eval_size is None:
+        size, mode, tiles = grid or (DEFAULT_EVAL_SIZE, "letterbox", 1)
+        return working_shape(h, w, size, mode, tiles)
+    return working_shape(h, w, eval_size)
 
 
 def _downsample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -61,7 +80,7 @@ def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray]
 def evaluate(
     scorer: Scorer,
     data: str | Path,
-    eval_size: int = 256,
+    eval_size: int | None = None,
     report_dir: str | Path | None = None,
     report_count: int = 2,
     progress: bool = True,
@@ -69,6 +88,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every test image and compute metrics overall and per defect type."""
     samples = find_test_set(data)
+    grid = model_grid(scorer)
     kept: list[TestSample] = []
     scores, maps, masks, errors = [], [], [], []
     for s in tqdm(samples, desc="evaluating", unit="img", disable=not progress):
@@ -79,7 +99,7 @@ def evaluate(
             print(f"warning: skipped {exc}")
             continue
         (hm,), (sc,) = scorer.score([img])
-        shape = _eval_shape(*img.shape[:2], eval_size)
+        shape = _eval_shape(*img.shape[:2], eval_size, grid)
         maps.append(_downsample(hm, shape))
         masks.append(_downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
         scores.append(float(sc))
@@ -88,7 +108,9 @@ def evaluate(
     score_arr = np.array(scores)
     thr = float(scorer.image_threshold)
     result: dict[str, Any] = {"data": str(Path(data).resolve()), "image_threshold": thr,
-                              "pixel_threshold": float(scorer.pixel_threshold), "eval_size": eval_size,
+                              "pixel_threshold": float(scorer.pixel_threshold),
+                              "eval_grid": f"longest side {eval_size}" if eval_size else
+                              ("model working grid" if grid else f"longest side {DEFAULT_EVAL_SIZE}"),
                               "skipped": errors}
     result.update(_metrics_for(labels, score_arr, masks, maps, thr))
     best_thr, best_f1 = metrics.best_f1_threshold(labels, score_arr) if 0 < labels.sum() < labels.size else (None, None)

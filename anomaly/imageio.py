@@ -140,6 +140,14 @@ class Placement:
 
     views = 1  # squares the model sees for this image
 
+    def cut(self, plane: np.ndarray) -> list[np.ndarray]:
+        """A single-channel map of the original size (e.g. a defect mask) placed as the
+        image was, zero in the padding: the counterpart of `Tiling.cut`."""
+        square = np.zeros((self.size, self.size), np.float32)
+        square[self.top : self.top + self.content_h, self.left : self.left + self.content_w] = _resize(
+            plane.astype(np.float32, copy=False), self.content_w, self.content_h)
+        return [square]
+
     def content(self, maps: Sequence[np.ndarray]) -> np.ndarray:
         """The image's map at working resolution (padding removed)."""
         return crop_to_content(maps[0], self)
@@ -241,6 +249,18 @@ def uses_tiles(h: int, w: int, mode: str, tiles: int = 1) -> bool:
     return mode == "auto" and (tiles > 1 or max(h, w) >= AUTO_TILE_ASPECT * min(h, w))
 
 
+def working_shape(h: int, w: int, size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[int, int]:
+    """The pixel grid the model sees an h x w image on: the tiled frame, or the image
+    with its longest side at the working size. Pixel metrics are fair on this grid: a
+    finer one rewards nothing the model could resolve, a coarser one (a long strip
+    squashed to one square) blurs away the small defects tiling was made for."""
+    if uses_tiles(h, w, mode, tiles):
+        tiling = Tiling.of(h, w, size, tiles)
+        return tiling.frame_h, tiling.frame_w
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def prepare(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[list[np.ndarray], Layout]:
     """The square model inputs for one image (float32 size x size x C) and how to map
     their heatmaps back: one letterboxed or stretched square, or tiles (see `Tiling`)."""
@@ -306,7 +326,12 @@ def map_to_original(square_map: np.ndarray, placement: Placement) -> np.ndarray:
 def to_batch(images: Iterable[np.ndarray], size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[np.ndarray, list[Layout]]:
     """Stack internal-form images into the model's input: float32 (V, 3, size, size),
     every view of every image in order (one per image unless tiled), and their layouts."""
-    prepared = [prepare(img, size, mode, tiles) for img in images]
+    return stack([prepare(img, size, mode, tiles) for img in images], size)
+
+
+def stack(prepared: Sequence[tuple[list[np.ndarray], Layout]], size: int) -> tuple[np.ndarray, list[Layout]]:
+    """`to_batch` for images already through `prepare` (the batch scorer prepares them
+    in its decode threads, so the inference thread only stacks)."""
     views = [v for squares, _ in prepared for v in squares]
     batch = np.empty((len(views), 3, size, size), np.float32)
     for k, square in enumerate(views):

@@ -224,7 +224,7 @@ def test_rows_equal_inspector(tiny_onnx: Path, mixed_folder: Path, tmp_path: Pat
 
 def test_interrupt_keeps_finished_rows(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = batch._run_model, []
+    real, calls = batch._run_prepared, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -232,14 +232,14 @@ def test_interrupt_keeps_finished_rows(tiny_onnx: Path, mixed_folder: Path, tmp_
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "_run_model", interrupted)
+    monkeypatch.setattr(batch, "_run_prepared", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         score_inputs(mixed_folder, tiny_onnx, out, batch_size=2, overlays=True, **FAST)
     kept = _read_jsonl(out)
     assert 1 <= len(kept) < 7
     _csv_matches_jsonl(out)
-    monkeypatch.setattr(batch, "_run_model", real)
+    monkeypatch.setattr(batch, "_run_prepared", real)
     summary = score_inputs(mixed_folder, tiny_onnx, out, batch_size=2, overlays=True, **FAST)
     assert summary.resumed == len(kept) and summary.scored == 7 - len(kept)
     paths = [r["path"] for r in _read_jsonl(out)]

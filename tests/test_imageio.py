@@ -139,3 +139,13 @@ def test_auto_mode_letterboxes_near_squares_and_tiles_strips():
     assert [len(m) for m in per_image(maps, layouts)] == [1, 2]
     with pytest.raises(ValueError):
         per_image(maps[:-1], layouts)
+
+
+def test_working_shape_is_the_grid_the_model_sees():
+    from anomaly.imageio import working_shape
+
+    img = np.zeros((300, 500, 3), np.float32)
+    _, placement = prepare(img, 64, "letterbox")
+    assert working_shape(300, 500, 64) == (placement.content_h, placement.content_w) == (38, 64)
+    _, tiling = prepare(img, 64, "auto", tiles=2)
+    assert working_shape(300, 500, 64, "auto", tiles=2) == (tiling.frame_h, tiling.frame_w) == (128, 213)

@@ -84,3 +84,25 @@ def test_onnx_runtime_and_batch_stitch_tiles_like_torch(strip_model):
     np.testing.assert_allclose(batch_scores, o_scores, atol=0.05)
     thr = det.image_threshold
     assert [s >= thr for s in batch_scores] == [s >= thr for s in o_scores]
+
+
+def test_pixel_metrics_use_the_tiled_frame(strip_model):
+    """A strip's pixel metrics are computed on the frame the tiles cover, not on a
+    square the strip was squashed into, for the model folder and the ONNX file alike."""
+    from anomaly.evaluate import _eval_shape, evaluate, model_grid
+
+    det, onnx_path, good, bad, root = strip_model
+    for scorer in (det, Inspector(onnx_path)):
+        grid = model_grid(scorer)
+        assert grid == (SIZE, "auto", 1)
+        assert _eval_shape(SIZE, 3 * SIZE, None, grid) == (SIZE, 3 * SIZE)
+        assert _eval_shape(SIZE, 3 * SIZE, SIZE) == (21, SIZE)  # --eval-size: longest side
+    data = root / "mvtec"
+    for i, img in enumerate(good):
+        save_image(data / "test" / "good" / f"{i}.png", img)
+    save_image(data / "test" / "dent" / "0.png", bad)
+    diff = np.abs(bad - good[0]).max(axis=2) > 1e-6
+    save_image(data / "ground_truth" / "dent" / "0_mask.png", diff.astype(np.float32))
+    result = evaluate(Inspector(onnx_path), data, progress=False)
+    assert result["eval_grid"] == "model working grid"
+    assert result["image_auroc"] == 1.0 and result["pixel_auroc"] > 0.9
