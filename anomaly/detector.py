@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .calibrate import Calibration, calibrate
+from .calibrate import Calibration, calibrate, edge_profile
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
@@ -153,6 +153,8 @@ class Detector:
             m.residual_scale.copy_(torch.tensor(levels))
         else:
             maps = self._raw_maps(good_images)
+        if self.model_config.edge_calibration:
+            maps = self._calibrate_edges(maps, layouts)
         cal = self._calibration_of(maps, layouts)
         m.map_center.fill_(cal.map_center)
         m.map_scale.fill_(cal.map_scale)
@@ -160,6 +162,18 @@ class Detector:
         m.calibrated.fill_(1.0)
         self.calibration = cal
         return cal
+
+    def _calibrate_edges(self, maps: np.ndarray, layouts: list[Layout]) -> np.ndarray:
+        """Fit the module's per-ring edge calibration on held-out raw maps (image pixels
+        only, not letterbox padding) and return the maps with it applied."""
+        m = self.module
+        valid = np.concatenate([np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
+                                for layout in layouts]) > 0.5
+        rings = m.edge_ring.numpy()
+        centre, scale = edge_profile(maps, valid, rings, band=self.model_config.image_size // 4)
+        m.edge_center.copy_(torch.from_numpy(centre))
+        m.edge_scale.copy_(torch.from_numpy(scale))
+        return (maps - centre[rings]) / scale[rings]
 
     def _calibration_of(self, maps: np.ndarray, layouts: list[Layout]) -> Calibration:
         crops = [layout.content(views) for views, layout in zip(per_image(maps, layouts), layouts)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -26,6 +27,13 @@ from .networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, Pat
 IMAGE_THRESHOLD = 1.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def edge_rings(size: int) -> np.ndarray:
+    """Each pixel's ring of a size x size frame: its distance to the nearest border."""
+    i = np.arange(size)
+    d = np.minimum(i, size - 1 - i)
+    return np.minimum(d[:, None], d[None, :]).astype(np.int64)
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
@@ -107,6 +115,10 @@ class InspectionModule(nn.Module):
         self.register_buffer("calibrated", torch.zeros(()))
         self.register_buffer("smooth_kernel", gaussian_kernel1d(cfg.smoothing_sigma))
         self.register_buffer("ssim_window", gaussian_kernel1d(1.5))  # 11 taps
+        if cfg.edge_calibration:  # per ring of the frame (see edge_rings): identity until calibrated
+            self.register_buffer("edge_center", torch.zeros(cfg.image_size // 2))
+            self.register_buffer("edge_scale", torch.ones(cfg.image_size // 2))
+            self.register_buffer("edge_ring", torch.from_numpy(edge_rings(cfg.image_size)), persistent=False)
 
     # ----- pieces -------------------------------------------------------------------
     def inner(self, t: torch.Tensor) -> torch.Tensor:
@@ -228,9 +240,16 @@ class InspectionModule(nn.Module):
         return loss, {k: v.item() for k, v in parts.items()}
 
     # ----- inference ----------------------------------------------------------------
+    def edge_calibrated(self, raw: torch.Tensor) -> torch.Tensor:
+        """A raw map with each ring of the frame's outer quarter brought to the interior's
+        level (see ModelConfig.edge_calibration); unchanged without edge calibration."""
+        if not self.cfg.edge_calibration:
+            return raw
+        return (raw - self.edge_center[self.edge_ring]) / self.edge_scale[self.edge_ring]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly_map (N,1,S,S), image_score (N,)) on the calibrated scale; the image
         score is the map's maximum, so a part fails exactly when some pixel of its
         heatmap reaches the image threshold."""
-        m = (self.raw_map(x) - self.map_center) / self.map_scale
+        m = (self.edge_calibrated(self.raw_map(x)) - self.map_center) / self.map_scale
         return m, m.amax(dim=(1, 2, 3))
