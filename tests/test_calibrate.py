@@ -32,3 +32,55 @@ def test_calibrated_scale_puts_threshold_at_one():
 def test_no_holdout_is_an_error():
     with pytest.raises(ValueError, match="no held-out"):
         upper_threshold(np.array([]), 0.01)
+
+
+def _edge_maps(n: int, size: int, edge_gain: float, seed: int = 0) -> np.ndarray:
+    """Good-part maps whose outer rings are noisier (and higher) by up to edge_gain at
+    the border, fading to the interior's level 20 px in."""
+    from anomaly.model import edge_rings
+
+    rng = np.random.default_rng(seed)
+    rings = edge_rings(size)
+    gain = 1.0 + (edge_gain - 1.0) * np.clip(1.0 - rings / 20.0, 0.0, 1.0)
+    return (1.0 + 0.1 * rng.standard_normal((n, size, size)) * gain + 0.05 * (gain - 1.0)).astype(np.float32)
+
+
+def test_edge_calibration_brings_every_ring_to_the_interior():
+    from anomaly.calibrate import EDGE_TAIL, edge_profile
+    from anomaly.model import edge_rings
+
+    size, band = 128, 32
+    rings = edge_rings(size)
+    maps = _edge_maps(12, size, edge_gain=3.0)
+    valid = np.ones_like(maps, dtype=bool)
+    centre, scale = edge_profile(maps, valid, rings, band)
+    assert scale[0] > 2.0 and np.all(scale >= 1.0)
+    assert np.all(centre[band:] == 0) and np.all(scale[band:] == 1)  # the interior is left alone
+    fresh = _edge_maps(12, size, edge_gain=3.0, seed=1)  # other images of the same kind
+    out = (fresh - centre[rings]) / scale[rings]
+    inner = out[:, rings >= band]
+    tail = np.quantile(inner, EDGE_TAIL) - np.median(inner)
+    for d in (0, 5, 10, 20):
+        ring = out[:, rings == d]
+        assert abs(np.median(ring) - np.median(inner)) < 0.02
+        assert abs((np.quantile(ring, EDGE_TAIL) - np.median(ring)) / tail - 1.0) < 0.2
+    before = fresh[:, rings == 0]
+    assert np.quantile(before, EDGE_TAIL) - np.median(before) > 2.5 * tail  # what it corrected
+
+
+def test_edge_calibration_leaves_a_frame_without_edge_effect_and_ignores_padding():
+    from anomaly.calibrate import edge_profile
+    from anomaly.model import edge_rings
+
+    size, band = 128, 32
+    rings = edge_rings(size)
+    maps = _edge_maps(12, size, edge_gain=1.0)
+    valid = np.ones_like(maps, dtype=bool)
+    centre, scale = edge_profile(maps, valid, rings, band)
+    assert np.all(scale < 1.15) and np.all(np.abs(centre) < 0.15)
+    # letterbox padding (top and bottom 20 rows) full of wild values is not measured
+    padded = maps.copy()
+    padded[:, :20] = padded[:, -20:] = 50.0
+    valid[:, :20] = valid[:, -20:] = False
+    centre_p, scale_p = edge_profile(padded, valid, rings, band)
+    assert np.all(scale_p < 1.15) and np.all(np.abs(centre_p) < 0.15)

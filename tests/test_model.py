@@ -90,9 +90,9 @@ def test_old_configs_keep_their_image_fitting_and_feature_border():
     from anomaly.config import ModelConfig, from_dict
 
     old = from_dict(ModelConfig, {"kind": "feature_ae"})
-    assert (old.fit_mode, old.feature_border) == ("letterbox", 0)
+    assert (old.fit_mode, old.feature_border, old.edge_calibration) == ("letterbox", 0, False)
     new = ModelConfig()
-    assert (new.fit_mode, new.feature_border) == ("auto", 16)
+    assert (new.fit_mode, new.feature_border, new.edge_calibration) == ("auto", 16, True)
     for bad in (8, -16, 256):
         with pytest.raises(ValueError, match="feature border"):
             ModelConfig(feature_border=bad)
