@@ -70,32 +70,35 @@ EDGE_TAIL = 0.99  # the good-pixel quantile whose height each ring is matched on
 
 
 def edge_profile(maps: np.ndarray, valid: np.ndarray, rings: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-ring (centre, scale) that bring each ring d < band of the frame to the interior
-    (rings >= band) of held-out good raw maps: (raw - centre[d]) / scale[d] has the
-    interior's median and the interior's EDGE_TAIL quantile above it. maps (N, S, S),
-    valid (N, S, S) marks image pixels (not letterbox padding), rings (S, S) from
-    model.edge_rings. A ring is only ever damped (scale >= 1), never made more
-    sensitive than the interior; rings without enough pixels, and all rings >= band,
-    stay as they are (centre 0, scale 1). Neighbouring rings are averaged (5 rings) so
-    a few held-out images give a smooth profile."""
+    """Per-ring (centre, scale) that bring each ring d < band of the frame to the level
+    of the annulus just inside it (rings band .. 2 band) on held-out good raw maps:
+    (raw - centre[d]) / scale[d] has the annulus's median and its EDGE_TAIL quantile
+    above it. maps (N, S, S); valid (N, S, S) marks image pixels (not letterbox
+    padding); rings (S, S) from model.edge_rings.
+
+    Edges are only ever damped: a ring's scale is >= 1 and its median is only lowered,
+    so no ring becomes more sensitive than the part inside it. The reference is the
+    neighbouring annulus, not the whole interior, so a part whose centre simply looks
+    calmer than its outskirts is not flattened. Neighbouring rings are averaged (5 rings)
+    and the damping never grows inwards, so a few held-out images give a smooth profile.
+    Rings with too few pixels, and all rings >= band, stay as they are (centre 0, scale 1)."""
     half = rings.max() + 1
     centre, scale = np.zeros(half), np.ones(half)
-    inner = maps[valid & (rings >= band)[None]]
-    if inner.size < 100:
+    reference = maps[valid & ((rings >= band) & (rings < 2 * band))[None]]
+    if reference.size < 100:
         return centre.astype(np.float32), scale.astype(np.float32)
-    c_in = float(np.median(inner))
-    s_in = max(float(np.quantile(inner, EDGE_TAIL)) - c_in, 1e-12)
-    med, ratio = np.full(band, c_in), np.ones(band)
+    c_ref = float(np.median(reference))
+    s_ref = max(float(np.quantile(reference, EDGE_TAIL)) - c_ref, 1e-12)
+    med, ratio = np.full(band, c_ref), np.ones(band)
     for d in range(band):
         ring = maps[valid & (rings == d)[None]]
         if ring.size >= 100:
-            med[d] = np.median(ring)
-            ratio[d] = max((float(np.quantile(ring, EDGE_TAIL)) - med[d]) / s_in, 1.0)
+            med[d] = max(float(np.median(ring)), c_ref)
+            ratio[d] = max((float(np.quantile(ring, EDGE_TAIL)) - med[d]) / s_ref, 1.0)
     kernel = np.ones(5) / 5
     med = np.convolve(np.pad(med, 2, mode="edge"), kernel, mode="valid")
-    ratio = np.convolve(np.pad(ratio, 2, mode="edge"), kernel, mode="valid")
-    # (raw - med) / ratio + c_in  ==  (raw - centre) / scale
-    centre[:band] = med - c_in * ratio
+    ratio = np.maximum.accumulate(np.convolve(np.pad(ratio, 2, mode="edge"), kernel, mode="valid")[::-1])[::-1]
+    # (raw - med) / ratio + c_ref  ==  (raw - centre) / scale
+    centre[:band] = med - c_ref * ratio
     scale[:band] = ratio
     return centre.astype(np.float32), scale.astype(np.float32)
-

@@ -67,10 +67,11 @@ class ModelConfig:
     segmentation_head: bool = True
     # Heatmap smoothing (Gaussian sigma, in pixels of the working size).
     smoothing_sigma: float = 4.0
-    # Calibrate the outer quarter of the frame ring by ring (distance to the border):
-    # each ring's median and upper tail on held-out good images are brought to the
-    # interior's. Near the frame edge a convolutional model sees less context, so good
-    # parts score higher there, and the image score (the map's maximum) found them.
+    # Calibrate the frame's outer band (an eighth of the size: the 2 mirrored margin cells
+    # and 2 more) ring by ring (distance to the border): each ring's median and upper tail
+    # on held-out good images are brought down to those of the band just inside. Near the
+    # frame edge a convolutional model sees less context, so good parts score higher
+    # there, and the image score (the map's maximum) found them.
     edge_calibration: bool = True
 
     def __post_init__(self) -> None:

@@ -170,7 +170,7 @@ class Detector:
         valid = np.concatenate([np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
                                 for layout in layouts]) > 0.5
         rings = m.edge_ring.numpy()
-        centre, scale = edge_profile(maps, valid, rings, band=self.model_config.image_size // 4)
+        centre, scale = edge_profile(maps, valid, rings, band=self.model_config.image_size // 8)
         m.edge_center.copy_(torch.from_numpy(centre))
         m.edge_scale.copy_(torch.from_numpy(scale))
         return (maps - centre[rings]) / scale[rings]
