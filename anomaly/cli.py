@@ -50,6 +50,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="feature_ae: also keep a memory of normal patch features (as patch_memory) and add its "
                         "nearest-patch distance to the autoencoder's evidence, each in units of its own threshold "
                         f"(default {'on' if ModelConfig.feature_memory else 'off'})")
+    p.add_argument("--edge-calibration", action=argparse.BooleanOptionalAction, default=ModelConfig.edge_calibration,
+                   help="calibrate the frame's outer band ring by ring on the held-out good images, so good parts "
+                        "whose edges score higher than their inside (textures that fill the frame) are not failed for "
+                        "it; damps defects that touch the edge too "
+                        f"(default {'on' if ModelConfig.edge_calibration else 'off'}; BENCHMARKS.md section 1b)")
     p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
                    help="patch_memory, and feature_ae with --memory: normal patch features kept (greedy coreset "
                         f"of all training patches); more is slower per image (default {ModelConfig.memory_size})")
@@ -157,7 +162,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
                      depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, feature_memory=a.memory,
-                     segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
+                     edge_calibration=a.edge_calibration, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)

@@ -70,9 +70,10 @@ class ModelConfig:
     # Calibrate the frame's outer band (an eighth of the size: the 2 mirrored margin cells
     # and 2 more) ring by ring (distance to the border): each ring's median and upper tail
     # on held-out good images are brought down to those of the band just inside. Near the
-    # frame edge a convolutional model sees less context, so good parts score higher
-    # there, and the image score (the map's maximum) found them.
-    edge_calibration: bool = True
+    # frame edge a convolutional model sees less context, so on textures that fill the
+    # frame good parts score highest there. Off by default: it also damps defects that
+    # touch the edge, and it helped two of four textures and hurt one (BENCHMARKS.md 1b).
+    edge_calibration: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:

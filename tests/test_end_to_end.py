@@ -50,10 +50,14 @@ def dataset(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module", params=["feature_ae", "patch_memory"])
+@pytest.fixture(scope="module", params=["feature_ae", "patch_memory+edge"])
 def trained(dataset, tmp_path_factory, request):
+    """The default family, and the memory with edge calibration (so the edge buffers go
+    through training, saving, export and the parity checks too)."""
     torch.set_num_threads(2)
-    det = Detector(ModelConfig(kind=request.param, image_size=SIZE), TrainConfig(epochs=15, batch_size=8, seed=0, patience=15))
+    kind, _, extra = request.param.partition("+")
+    cfg = ModelConfig(kind=kind, image_size=SIZE, edge_calibration=extra == "edge")
+    det = Detector(cfg, TrainConfig(epochs=15, batch_size=8, seed=0, patience=15))
     det.fit(dataset, progress=False)
     folder = det.save(tmp_path_factory.mktemp("model") / "m")
     return det, folder
