@@ -237,10 +237,14 @@ class PatchMemory(nn.Module):
         p = without_margin(self.patches(f), self.margin)
         n, c, h, w = p.shape
         q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
-        # Search with one matrix product (|q|^2 is the same for every candidate, so it is
-        # left out), then measure the winner directly: |q|^2 - 2 q.m + |m|^2 loses
-        # precision near 0, where a square root would magnify float32 rounding into
+        # Search with one matrix product: [q, 1] . [-2m, |m|^2] = |m|^2 - 2 q.m, which
+        # ranks the candidates as the distance does (|q|^2 is the same for all of them and
+        # is left out); folding |m|^2 into the product saves a pass over the whole
+        # (cells x memory) matrix. Then measure the winner directly: |q|^2 - 2 q.m + |m|^2
+        # loses precision near 0, where a square root would magnify float32 rounding into
         # visible torch/onnxruntime differences on normal patches.
-        idx = (self.memory_sqnorm - 2.0 * (q @ self.memory.t())).argmin(dim=2)  # (N, g*g)
+        keys = torch.cat([-2.0 * self.memory, self.memory_sqnorm[:, None]], dim=1)  # (M, C + 1), a constant
+        q1 = torch.cat([q, torch.ones_like(q[:, :, :1])], dim=2)
+        idx = (q1 @ keys.t()).argmin(dim=2)  # (N, g*g)
         nearest = (q - self.memory[idx]).pow(2).sum(dim=2).sqrt()
         return nearest.view(n, 1, h, w)
