@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from anomaly.calibrate import calibrate, upper_threshold
+from anomaly.calibrate import EDGE_TAIL, calibrate, edge_profile, upper_threshold
+from anomaly.model import edge_rings
+
+EDGE_SIZE, EDGE_BAND = 128, 16
+RINGS = edge_rings(EDGE_SIZE)
 
 
 def test_threshold_rejects_about_the_target_share_of_good_parts():
@@ -34,29 +38,24 @@ def test_no_holdout_is_an_error():
         upper_threshold(np.array([]), 0.01)
 
 
-def _edge_maps(n: int, size: int, edge_gain: float, seed: int = 0) -> np.ndarray:
+def _edge_maps(n: int, edge_gain: float, seed: int = 0, size: int = EDGE_SIZE) -> np.ndarray:
     """Good-part maps whose outer rings are noisier (and higher) by up to edge_gain at
     the border, fading to the interior's level 20 px in."""
-    from anomaly.model import edge_rings
-
     rng = np.random.default_rng(seed)
-    rings = edge_rings(size)
-    gain = 1.0 + (edge_gain - 1.0) * np.clip(1.0 - rings / 12.0, 0.0, 1.0)
+    gain = 1.0 + (edge_gain - 1.0) * np.clip(1.0 - edge_rings(size) / 12.0, 0.0, 1.0)
     return (1.0 + 0.1 * rng.standard_normal((n, size, size)) * gain + 0.05 * (gain - 1.0)).astype(np.float32)
 
 
-def test_edge_calibration_brings_every_ring_to_the_interior():
-    from anomaly.calibrate import EDGE_TAIL, edge_profile
-    from anomaly.model import edge_rings
+def _profile(maps: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    return edge_profile(maps, np.ones_like(maps, dtype=bool) if valid is None else valid, RINGS, EDGE_BAND)
 
-    size, band = 128, 16
-    rings = edge_rings(size)
-    maps = _edge_maps(12, size, edge_gain=3.0)
-    valid = np.ones_like(maps, dtype=bool)
-    centre, scale = edge_profile(maps, valid, rings, band)
+
+def test_edge_calibration_brings_every_ring_to_the_interior():
+    band, rings = EDGE_BAND, RINGS
+    centre, scale = _profile(_edge_maps(12, edge_gain=3.0))
     assert scale[0] > 2.0 and np.all(scale >= 1.0)
     assert np.all(centre[band:] == 0) and np.all(scale[band:] == 1)  # the interior is left alone
-    fresh = _edge_maps(12, size, edge_gain=3.0, seed=1)  # other images of the same kind
+    fresh = _edge_maps(12, edge_gain=3.0, seed=1)  # other images of the same kind
     out = (fresh - centre[rings]) / scale[rings]
     inner = out[:, rings >= band]
     tail = np.quantile(inner, EDGE_TAIL) - np.median(inner)
@@ -69,20 +68,15 @@ def test_edge_calibration_brings_every_ring_to_the_interior():
 
 
 def test_edge_calibration_leaves_a_frame_without_edge_effect_and_ignores_padding():
-    from anomaly.calibrate import edge_profile
-    from anomaly.model import edge_rings
-
-    size, band = 128, 16
-    rings = edge_rings(size)
-    maps = _edge_maps(12, size, edge_gain=1.0)
-    valid = np.ones_like(maps, dtype=bool)
-    centre, scale = edge_profile(maps, valid, rings, band)
+    maps = _edge_maps(12, edge_gain=1.0)
+    centre, scale = _profile(maps)
     assert np.all(scale < 1.15) and np.all(np.abs(centre) < 0.15)
     # letterbox padding (top and bottom 20 rows) full of wild values is not measured
     padded = maps.copy()
     padded[:, :20] = padded[:, -20:] = 50.0
+    valid = np.ones_like(maps, dtype=bool)
     valid[:, :20] = valid[:, -20:] = False
-    centre_p, scale_p = edge_profile(padded, valid, rings, band)
+    centre_p, scale_p = _profile(padded, valid)
     assert np.all(scale_p < 1.15) and np.all(np.abs(centre_p) < 0.15)
 
 
@@ -90,18 +84,13 @@ def test_edge_calibration_never_raises_a_ring_or_flattens_a_calm_centre():
     """A ring calmer than the part inside it is not made more sensitive (no pixel above
     the median is raised); a centre calmer than a broad outskirt is no edge effect: with the
     neighbouring annulus as reference, only the rings that differ from it are damped."""
-    from anomaly.calibrate import edge_profile
-    from anomaly.model import edge_rings
-
-    size, band = 128, 16
-    rings = edge_rings(size)
+    rings, shape = RINGS, (12, EDGE_SIZE, EDGE_SIZE)
     rng = np.random.default_rng(0)
-    calm_edge = (1.0 + 0.1 * rng.standard_normal((12, size, size)) * np.where(rings < 8, 0.3, 1.0)).astype(np.float32)
-    valid = np.ones_like(calm_edge, dtype=bool)
-    centre, scale = edge_profile(calm_edge, valid, rings, band)
+    calm_edge = (1.0 + 0.1 * rng.standard_normal(shape) * np.where(rings < 8, 0.3, 1.0)).astype(np.float32)
+    centre, scale = _profile(calm_edge)
     out = (calm_edge - centre[rings]) / scale[rings]
-    upper = (calm_edge >= np.median(calm_edge)) & (rings < band)[None]  # what a score is made of
+    upper = (calm_edge >= np.median(calm_edge)) & (rings < EDGE_BAND)[None]  # what a score is made of
     assert np.all(out[upper] <= calm_edge[upper] + 1e-5)  # nothing raised
-    calm_centre = (1.0 + 0.1 * rng.standard_normal((12, size, size)) * np.where(rings >= 48, 0.3, 1.0)).astype(np.float32)
-    _, scale = edge_profile(calm_centre, valid, rings, band)
+    calm_centre = (1.0 + 0.1 * rng.standard_normal(shape) * np.where(rings >= 48, 0.3, 1.0)).astype(np.float32)
+    _, scale = _profile(calm_centre)
     assert np.all(scale < 1.15)
