@@ -535,8 +535,7 @@ def summarize(records: Iterable[dict[str, Any]], total: int, scored: int, resume
 def _run_model(inspector: Inspector, images: list[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, Layout] | str]:
     """The model's square maps for a chunk, each image's views with their layout; if a
     batch call fails, its images are retried one by one so only the culprit errs."""
-    info = inspector.info
-    return _run_prepared(inspector, [prepare(img, info.input_size, info.fit_mode, info.tiles) for img in images], batch_size)
+    return _run_prepared(inspector, [prepare(img, *inspector.info.grid) for img in images], batch_size)
 
 
 def _run_prepared(inspector: Inspector, prepared: list[Prepared], batch_size: int) -> list[tuple[np.ndarray, Layout] | str]:
@@ -658,8 +657,8 @@ def score_inputs(
     """Score every image of INPUT with the ONNX model into OUT_DIR (see the module doc).
 
     Decoding and fitting to the working size run in a thread pool ahead of inference
-    (OpenCV releases the GIL), the model is called `batch_size` images at a time, and another thread turns its
-    outputs into rows, regions and overlays; each batch's rows are appended and
+    (OpenCV releases the GIL), the model is called `batch_size` images at a time, and
+    another thread turns its outputs into rows, regions and overlays; each batch's rows are appended and
     fsynced, in input order, once its overlays are on disk.
     """
     from tqdm import tqdm
@@ -701,8 +700,7 @@ def score_inputs(
     bar = tqdm(total=len(items), initial=resumed, unit="img", desc="scoring", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        fit = (inspector.info.input_size, inspector.info.fit_mode, inspector.info.tiles)
-        for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size, fit=fit), batch_size):
+        for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size, fit=inspector.info.grid), batch_size):
             prepared = [x.prepared for x in chunk if x.prepared is not None]
             raw = _run_prepared(inspector, prepared, batch_size) if prepared else []
             pending.append(finisher.submit(_records_for, chunk, raw, it, pt, out_dir if mode else None, mode))

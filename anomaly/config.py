@@ -101,6 +101,11 @@ class ModelConfig:
         self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
 
     @property
+    def grid(self) -> tuple[int, str, int]:
+        """(working size, fit mode, tiles): how images reach the model (imageio.prepare)."""
+        return self.image_size, self.fit_mode, self.tiles
+
+    @property
     def ssim_scales(self) -> int:
         """SSIM scales actually used at this working size (coarsest >= 16 px)."""
         return max(1, min(self.ssim_levels, (self.image_size // 16).bit_length()))

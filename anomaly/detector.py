@@ -125,8 +125,7 @@ class Detector:
         return list(zip(views, layout.cut(mask.astype(np.float32))))
 
     def _fit(self, image: np.ndarray) -> tuple[list[np.ndarray], Layout]:
-        cfg = self.model_config
-        return prepare(image, cfg.image_size, cfg.fit_mode, cfg.tiles)
+        return prepare(image, *self.model_config.grid)
 
     @torch.no_grad()
     def _raw_maps(self, fitted: list[np.ndarray], batch_size: int = 8) -> np.ndarray:

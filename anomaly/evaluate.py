@@ -42,12 +42,9 @@ DEFAULT_EVAL_SIZE = 256  # for a scorer that does not say how it sees images
 def model_grid(scorer: object) -> tuple[int, str, int] | None:
     """(working size, fit mode, tiles) of an ONNX Inspector (`info`) or a Detector
     (`model_config`); None for another scorer."""
-    info = getattr(scorer, "info", None)
-    if info is not None and hasattr(info, "input_size"):
-        return int(info.input_size), str(info.fit_mode), int(info.tiles)
-    cfg = getattr(scorer, "model_config", None)
-    if cfg is not None and hasattr(cfg, "image_size"):
-        return int(cfg.image_size), str(cfg.fit_mode), int(cfg.tiles)
+    for holder in (getattr(scorer, "info", None), getattr(scorer, "model_config", None)):
+        if hasattr(holder, "grid"):
+            return holder.grid
     return None
 
 

@@ -28,8 +28,7 @@ def parity_images(det: Detector, count: int = 4) -> list[np.ndarray]:
 def check_parity(det: Detector, onnx_path: str | Path, images: list[np.ndarray] | None = None) -> tuple[float, bool]:
     """(max abs difference of calibrated maps, identical verdicts) on the same inputs."""
     images = images if images is not None else parity_images(det)
-    cfg = det.model_config
-    batch, _ = to_batch(images, cfg.image_size, cfg.fit_mode, cfg.tiles)
+    batch, _ = to_batch(images, *det.model_config.grid)
     with torch.no_grad():
         t_maps, t_scores = det.module.eval()(torch.from_numpy(batch))
     inspector = Inspector(onnx_path)

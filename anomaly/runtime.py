@@ -41,6 +41,11 @@ class ModelInfo:
     model_kind: str
     metadata: dict[str, str]
 
+    @property
+    def grid(self) -> tuple[int, str, int]:
+        """(working size, fit mode, tiles): how images reach the model (imageio.prepare)."""
+        return self.input_size, self.fit_mode, self.tiles
+
     @classmethod
     def from_metadata(cls, path: Path, meta: dict[str, str]) -> ModelInfo:
         if meta.get("anomaly.format") != FORMAT:
@@ -156,7 +161,7 @@ class Inspector:
         heatmap over the image itself, padding excluded)."""
         maps, scores = [], []
         for i in range(0, len(images), batch_size):
-            batch, layouts = to_batch(images[i : i + batch_size], self.info.input_size, self.info.fit_mode, self.info.tiles)
+            batch, layouts = to_batch(images[i : i + batch_size], *self.info.grid)
             out, _ = self.run(batch)
             for views, layout in zip(per_image(out, layouts), layouts):
                 content = layout.content(views)

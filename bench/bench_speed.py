@@ -257,7 +257,7 @@ def main() -> None:
 
     # inputs: real sample images, fitted exactly as at inference
     insp = Inspector(a.onnx, threads=a.threads)
-    size, fit_mode, tiles = insp.info.input_size, insp.info.fit_mode, insp.info.tiles
+    size, fit_mode, tiles = insp.info.grid
     imgs = sample_images(max(a.batch, 8))
     x1, _ = to_batch(imgs[:1], size, fit_mode, tiles)
     xb, _ = to_batch(imgs[: a.batch], size, fit_mode, tiles)
