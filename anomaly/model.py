@@ -241,8 +241,8 @@ class InspectionModule(nn.Module):
 
     # ----- inference ----------------------------------------------------------------
     def edge_calibrated(self, raw: torch.Tensor) -> torch.Tensor:
-        """A raw map with each ring of the frame's outer quarter brought to the interior's
-        level (see ModelConfig.edge_calibration); unchanged without edge calibration."""
+        """A raw map with each ring of the frame's outer band damped to the level of the
+        band just inside (see ModelConfig.edge_calibration); unchanged without it."""
         if not self.cfg.edge_calibration:
             return raw
         return (raw - self.edge_center[self.edge_ring]) / self.edge_scale[self.edge_ring]

@@ -243,7 +243,7 @@ class PatchMemory(nn.Module):
         # (cells x memory) matrix. Then measure the winner directly: |q|^2 - 2 q.m + |m|^2
         # loses precision near 0, where a square root would magnify float32 rounding into
         # visible torch/onnxruntime differences on normal patches.
-        keys = torch.cat([-2.0 * self.memory, self.memory_sqnorm[:, None]], dim=1)  # (M, C + 1), a constant
+        keys = torch.cat([-2.0 * self.memory, self.memory_sqnorm[:, None]], dim=1)  # (M, C + 1): constant-folded in the ONNX graph
         q1 = torch.cat([q, torch.ones_like(q[:, :, :1])], dim=2)
         idx = (q1 @ keys.t()).argmin(dim=2)  # (N, g*g)
         nearest = (q - self.memory[idx]).pow(2).sum(dim=2).sqrt()
