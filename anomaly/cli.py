@@ -58,6 +58,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
                    help="patch_memory, and feature_ae with --memory: normal patch features kept (greedy coreset "
                         f"of all training patches); more is slower per image (default {ModelConfig.memory_size})")
+    p.add_argument("--search-dims", type=int, default=ModelConfig.memory_search_dims,
+                   help="patch memory search: rank candidates on this many principal axes of the memory, then "
+                        f"measure the best few on all channels; 0 = exact search, slower (default {ModelConfig.memory_search_dims})")
     p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
                    help="pixel models: the SSIM residual takes the worst of this many dyadic scales "
                         f"(multi-scale SSIM; 1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, "
@@ -161,7 +164,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
-                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, feature_memory=a.memory,
+                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, memory_search_dims=a.search_dims, feature_memory=a.memory,
                      edge_calibration=a.edge_calibration, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:

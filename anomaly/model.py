@@ -90,12 +90,12 @@ class InspectionModule(nn.Module):
         if cfg.kind in FEATURE_KINDS:
             self.features: FeatureExtractor | None = FeatureExtractor(cfg)
             nfeat = self.features.channels
-            self.net: nn.Module = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin) if cfg.kind == "patch_memory"
+            memory = (nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin, cfg.memory_search_dims, cfg.memory_search_blocks)
+            self.net: nn.Module = (PatchMemory(*memory) if cfg.kind == "patch_memory"
                                    else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent))
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
-            self.memory: PatchMemory | None = (PatchMemory(nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin)
-                                               if cfg.kind == "feature_ae" and cfg.feature_memory else None)
+            self.memory: PatchMemory | None = (PatchMemory(*memory) if cfg.kind == "feature_ae" and cfg.feature_memory else None)
         else:
             self.head = None
             self.memory = None

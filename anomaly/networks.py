@@ -209,12 +209,20 @@ class PatchMemory(nn.Module):
     gather, so it exports to ONNX as is.
     """
 
-    def __init__(self, channels: int, size: int, neighbourhood: int, margin: int = 0) -> None:
+    def __init__(self, channels: int, size: int, neighbourhood: int, margin: int = 0,
+                 search_dims: int = 0, search_blocks: int = 1) -> None:
         super().__init__()
         self.neighbourhood = neighbourhood
         self.margin = margin  # mirrored margin cells: context for the neighbourhoods, never searched
+        # Reduced search (see forward); all channels and one block = exact search.
+        self.search_dims = search_dims if 0 < search_dims < min(channels, size) else 0
+        self.search_blocks = search_blocks if self.search_dims else 1
+        if size % self.search_blocks:
+            raise ValueError(f"memory size {size} is not a multiple of the {self.search_blocks} search blocks")
         self.register_buffer("memory", torch.zeros(size, channels))
-        self.register_buffer("memory_sqnorm", torch.zeros(size))
+        self.register_buffer("memory_sqnorm", torch.zeros(size))  # squared norm of each patch's search key
+        if self.search_dims:
+            self.register_buffer("search_basis", torch.zeros(channels, self.search_dims))
 
     def patches(self, f: torch.Tensor) -> torch.Tensor:
         """Neighbourhood-averaged patch features, (N, C, g, g)."""
@@ -225,26 +233,49 @@ class PatchMemory(nn.Module):
 
     def remember(self, patches: torch.Tensor) -> None:
         """Store (M, C) patch features; fewer than `size` are repeated to fill it (a
-        repeated patch changes no nearest-neighbour distance)."""
+        repeated patch changes no nearest-neighbour distance). With a reduced search,
+        also the memory's leading principal axes, which the search ranks on."""
         size = self.memory.shape[0]
         rows = torch.arange(size) % patches.shape[0]
         self.memory.copy_(patches[rows])
-        self.memory_sqnorm.copy_(self.memory.pow(2).sum(dim=1))
+        if self.search_dims:
+            centred = self.memory - self.memory.mean(dim=0)
+            axes = torch.linalg.svd(centred.double(), full_matrices=False).Vh[: self.search_dims]
+            self.search_basis.copy_(axes.t().float())
+        self.memory_sqnorm.copy_(self.search_keys(self.memory).pow(2).sum(dim=1))
+
+    def search_keys(self, x: torch.Tensor) -> torch.Tensor:
+        """What the search compares: the channels themselves, or their coordinates on
+        the memory's leading principal axes."""
+        return x @ self.search_basis if self.search_dims else x
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """Distance to the nearest remembered patch, (N, 1, g, g) for the cells inside
-        the margin."""
+        the margin.
+
+        The search is one matrix product: [q, 1] . [-2m, |m|^2] = |m|^2 - 2 q.m ranks
+        the candidates as the distance does (|q|^2 is the same for all of them and is
+        left out, and folding |m|^2 into the product saves a pass over the whole
+        cells x memory matrix). With a reduced search, q and m are first projected on
+        the memory's `search_dims` leading principal axes, which cuts the product's
+        cost by channels / search_dims, and each of `search_blocks` consecutive blocks
+        of the memory proposes its best candidate. Then each cell's proposals are
+        measured on all channels and the nearest is kept, so a patch is only misjudged
+        when its true nearest neighbour ranks below another in its block on the leading
+        axes (bench/search_accuracy.py measures how rarely and by how little). The winner
+        is measured directly: |q|^2 - 2 q.m + |m|^2 loses precision near 0, where a
+        square root would magnify float32 rounding into visible torch/onnxruntime
+        differences on normal patches.
+        """
         p = without_margin(self.patches(f), self.margin)
         n, c, h, w = p.shape
         q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
-        # Search with one matrix product: [q, 1] . [-2m, |m|^2] = |m|^2 - 2 q.m, which
-        # ranks the candidates as the distance does (|q|^2 is the same for all of them and
-        # is left out); folding |m|^2 into the product saves a pass over the whole
-        # (cells x memory) matrix. Then measure the winner directly: |q|^2 - 2 q.m + |m|^2
-        # loses precision near 0, where a square root would magnify float32 rounding into
-        # visible torch/onnxruntime differences on normal patches.
-        keys = torch.cat([-2.0 * self.memory, self.memory_sqnorm[:, None]], dim=1)  # (M, C + 1): constant-folded in the ONNX graph
-        q1 = torch.cat([q, torch.ones_like(q[:, :, :1])], dim=2)
-        idx = (q1 @ keys.t()).argmin(dim=2)  # (N, g*g)
-        nearest = (q - self.memory[idx]).pow(2).sum(dim=2).sqrt()
+        # (M, keys + 1), from buffers only: constant-folded in the ONNX graph
+        keys = torch.cat([-2.0 * self.search_keys(self.memory), self.memory_sqnorm[:, None]], dim=1)
+        qk = self.search_keys(q)
+        scores = torch.cat([qk, torch.ones_like(qk[:, :, :1])], dim=2) @ keys.t()  # (N, g*g, M)
+        blocks, block_size = self.search_blocks, self.memory.shape[0] // self.search_blocks
+        offsets = torch.arange(blocks, device=f.device) * block_size
+        idx = scores.view(n, h * w, blocks, block_size).argmin(dim=3) + offsets  # (N, g*g, blocks)
+        nearest = (q[:, :, None, :] - self.memory[idx]).pow(2).sum(dim=3).amin(dim=2).sqrt()
         return nearest.view(n, 1, h, w)

@@ -39,6 +39,42 @@ def test_nearest_distance_matches_brute_force():
     assert float(mem1(bank[1].view(1, 8, 1, 1))) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_reduced_search_measures_its_candidates_exactly_and_mostly_finds_the_nearest():
+    """Patch features lie near a low-dimensional subspace (as real ones do): ranking on
+    the memory's leading axes, one candidate per block, and measuring the candidates on
+    all channels must return the exact nearest distance for nearly every cell, and
+    never a distance shorter than the true nearest (each answer is a real patch)."""
+    gen = torch.Generator().manual_seed(0)
+    mixing = torch.randn(6, 32, generator=gen)
+
+    def sample(n: int) -> torch.Tensor:
+        return torch.randn(n, 6, generator=gen) @ mixing + 0.05 * torch.randn(n, 32, generator=gen)
+
+    bank = sample(256)
+    reduced = PatchMemory(channels=32, size=256, neighbourhood=1, search_dims=8, search_blocks=8)
+    exact = PatchMemory(channels=32, size=256, neighbourhood=1)
+    reduced.remember(bank)
+    exact.remember(bank)
+    basis = reduced.search_basis
+    assert basis.shape == (32, 8) and torch.allclose(basis.t() @ basis, torch.eye(8), atol=1e-5)
+    f = sample(400).t().reshape(1, 32, 20, 20)
+    got, want = reduced(f).flatten(), exact(f).flatten()
+    assert torch.allclose(want, torch.cdist(f.flatten(2)[0].t(), bank).amin(dim=1), atol=1e-4)
+    assert bool((got >= want - 1e-4).all())
+    assert float((got - want).abs().lt(1e-4).float().mean()) >= 0.95
+    # the remembered patches themselves are found at distance 0
+    assert float(reduced(bank[:64].t().reshape(1, 32, 8, 8)).max()) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_search_settings_are_checked_and_old_models_keep_the_exact_search():
+    with pytest.raises(ValueError, match="multiple of the memory search blocks"):
+        ModelConfig(kind="patch_memory", memory_size=1001)
+    assert ModelConfig(kind="patch_memory", memory_size=1001, memory_search_dims=0).memory_size == 1001
+    assert from_dict(ModelConfig, {"kind": "patch_memory"}).memory_search_dims == 0  # written before the setting
+    # fewer remembered patches or channels than search axes: the search is exact
+    assert PatchMemory(channels=8, size=64, neighbourhood=1, search_dims=48, search_blocks=8).search_blocks == 1
+
+
 def _images(n: int, size: int = 64) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     base = np.zeros((size, size, 3), np.float32)
