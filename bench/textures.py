@@ -2,12 +2,21 @@
 (grayscale) and immunohistochemistry (colour stained tissue).
 
     python bench/textures.py [--epochs 40] [--textures brick,grass] [--defects independent|painted]
-                             [--model-json '{"kind": "patch_memory"}'] [--out F]
+                             [--split rows|quadrants] [--model-json '{"kind": "patch_memory"}'] [--out F]
 
-For each photo, builds an MVTec-style folder: training crops (160x160) from the top 300
-rows, test crops from the rows below 320 (never seen in training), half of them with one
-defect and its exact mask. Trains the default model on it, evaluates the exported ONNX
-file, and writes bench/results_textures.md.
+For each photo (512 x 512), builds an MVTec-style folder of 160 x 160 crops: training
+crops from one part of the photo, test crops from another (never seen in training), half
+of them with one defect and its exact mask. Trains the default model on it, evaluates the
+exported ONNX file, and writes bench/results_textures.md.
+
+Where the crops come from (`--split`):
+- rows (default, the first check): training crops from the top 300 rows, test crops from
+  the rows below 320. A photo is not uniform from top to bottom (the grass photo has
+  clover in its lower part), so this also asks the model to accept normal texture it has
+  not seen.
+- quadrants: training crops from the top-left and bottom-right 256 x 256 quadrants, test
+  crops from the other two, so both come from every height and side of the photo, as a
+  line's training and test parts come from the same production.
 
 Test defects (`--defects`):
 - independent (default): bench/texture_defects.py, the kinds of MVTec AD's texture
@@ -55,7 +64,7 @@ def _photo(name: str) -> np.ndarray:
 
 
 def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: int = 40,
-          defects: str = "independent") -> Path:
+          defects: str = "independent", split: str = "rows") -> Path:
     """MVTec-style folder for one skimage texture; deterministic for a seed and defect set."""
     from anomaly.defects import random_defect
 
@@ -65,24 +74,31 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
     is_gray = bool(np.all(photo[:, :, 0] == photo[:, :, 1]))
     foreign_photo = _photo(FOREIGN[texture])
     rng = np.random.default_rng(seed)
-    out = root / defects / texture
+    out = root / (defects if split == "rows" else f"{defects}-{split}") / texture
     for sub in ("train/good", "test/good", "test/synthetic", "ground_truth/synthetic"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
-    def crop(source: np.ndarray, top_lo: int, top_hi: int) -> np.ndarray:
+    def crop(source: np.ndarray, top_lo: int, top_hi: int, left_lo: int = 0, left_hi: int | None = None) -> np.ndarray:
         y = int(rng.integers(top_lo, top_hi - CROP + 1))
-        x = int(rng.integers(0, source.shape[1] - CROP + 1))
+        x = int(rng.integers(left_lo, (left_hi or source.shape[1]) - CROP + 1))
         return source[y : y + CROP, x : x + CROP]
+
+    h, w = photo.shape[:2]
+    if split == "rows":
+        train_regions, test_regions = [(0, 300, 0, w)], [(320, h, 0, w)]
+    else:  # quadrants: (top_lo, top_hi, left_lo, left_hi)
+        train_regions = [(0, h // 2, 0, w // 2), (h // 2, h, w // 2, w)]
+        test_regions = [(0, h // 2, w // 2, w), (h // 2, h, 0, w // 2)]
 
     def save(path: Path, rgb: np.ndarray) -> None:
         u8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
         cv2.imwrite(str(path), cv2.cvtColor(u8, cv2.COLOR_RGB2GRAY) if is_gray else cv2.cvtColor(u8, cv2.COLOR_RGB2BGR))
 
     for i in range(n_train):
-        save(out / "train/good" / f"{i:03d}.png", crop(photo, 0, 300))
+        save(out / "train/good" / f"{i:03d}.png", crop(photo, *train_regions[i % len(train_regions)]))
     kinds = [k for k in texture_defects.KINDS if not (is_gray and k == "color")]
     for i in range(n_test):
-        part = crop(photo, 320, photo.shape[0])
+        part = crop(photo, *test_regions[(i // 2) % len(test_regions)])
         if i % 2 == 0:
             save(out / "test/good" / f"{i:03d}.png", part)
             continue
@@ -136,6 +152,8 @@ def main() -> None:
     p.add_argument("--textures", default="brick,grass,gravel,immunohistochemistry")
     p.add_argument("--defects", choices=("independent", "painted"), default="independent",
                    help="test defects: bench/texture_defects.py (default), or the training generator (the first check)")
+    p.add_argument("--split", choices=("rows", "quadrants"), default="rows",
+                   help="where training and test crops come from (see above; default rows, the first check)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-textures"))
@@ -152,7 +170,7 @@ def main() -> None:
     extra = json.loads(a.model_json) if a.model_json else {}
     rows = []
     for texture in a.textures.split(","):
-        data = build(texture, a.workdir / "data", defects=a.defects)
+        data = build(texture, a.workdir / "data", defects=a.defects, split=a.split)
         t0 = time.perf_counter()
         det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs)).fit(data, progress=not a.quiet)
         train_s = time.perf_counter() - t0
@@ -174,7 +192,9 @@ def main() -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, 2 cores",
         f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs; "
         f"test defects: {a.defects}; "
-        f"data: skimage.data textures, {CROP}px crops, 80 train / 20 good + 20 defective test crops",
+        f"data: skimage.data textures, {CROP}px crops, 80 train / 20 good + 20 defective test crops; split: "
+        + ("training crops from rows 0-300, test crops from rows 320-512" if a.split == "rows" else
+           "training crops from the top-left and bottom-right quadrants, test crops from the other two"),
         ("- caveat: test defects come from anomaly.defects, the generator the segmentation head trains on "
          "(other images, same kinds); the residual-only columns have learnt no defect look."
          if a.defects == "painted" else
