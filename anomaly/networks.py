@@ -270,7 +270,7 @@ class PatchMemory(nn.Module):
         p = without_margin(self.patches(f), self.margin)
         n, c, h, w = p.shape
         q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
-        # (M, keys + 1), from buffers only: constant-folded in the ONNX graph
+        # (M, keys + 1), from buffers only: ONNX Runtime folds it into one constant when the session is created
         keys = torch.cat([-2.0 * self.search_keys(self.memory), self.memory_sqnorm[:, None]], dim=1)
         qk = self.search_keys(q)
         scores = torch.cat([qk, torch.ones_like(qk[:, :, :1])], dim=2) @ keys.t()  # (N, g*g, M)

@@ -21,7 +21,7 @@ Measures (all on CPU, `--threads` intra-op threads, 256x256 for the default mode
    matmul rate (torch 1024x1024, same thread count); the model's GFLOP/s and its fraction
    of that matmul rate.
 6. Session-option experiments (graph optimisation level, threads, execution mode, an
-   ORT-optimised saved model), timed interleaved round-robin against the baseline and an
+   ORT-optimised saved model) and other model files (`--compare-onnx`), timed interleaved round-robin against the baseline and an
    A/A copy of the baseline (the noise floor), with session-creation time, node counts of
    the optimised graphs and the output difference to the baseline.
 
@@ -234,6 +234,9 @@ def main() -> None:
     p.add_argument("--long-images", type=int, default=512,
                    help="images in the long run (the two runs separate fixed start-up costs from the steady rate)")
     p.add_argument("--e2e-repeats", type=int, default=5, help="folder-scoring runs (median reported)")
+    p.add_argument("--compare-onnx", type=Path, action="append", default=[],
+                   help="another ONNX file of the same input size, timed in section 6 against the baseline "
+                        "(e.g. the same model with a different search); repeatable")
     p.add_argument("--quick", action="store_true", help="small repeat counts: a smoke run, not a measurement")
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args()
@@ -423,6 +426,8 @@ def main() -> None:
         }
         if a.threads != 2:
             variants = {k.replace("2 threads", f"{a.threads} threads"): v for k, v in variants.items()}
+        for other in a.compare_onnx:
+            variants[f"other model: {other.name}"] = (other, options(a.threads))
         creates: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(create_reps):  # round-robin, like the latencies
             for name, (path, opts) in variants.items():
@@ -463,7 +468,8 @@ def main() -> None:
         if c < 0.5 * cb or c > 2 * cb:
             what += f"; session creation {c * 1e3:.0f} ms vs {cb * 1e3:.0f} ms"
         if diffs[name] > 0:
-            what += f"; outputs differ by up to {diffs[name]:.0e} (other kernels)"
+            why = "another model" if name.startswith("other model") else "other kernels"
+            what += f"; outputs differ by up to {diffs[name]:.0e} ({why})"
         return what
 
     def nodes(c: collections.Counter) -> str:

@@ -44,11 +44,16 @@ def exact_search(memory: PatchMemory) -> Iterator[None]:
         memory.memory_sqnorm.copy_(saved[2])
 
 
+def searched_memory(module) -> PatchMemory:
+    memory = module.memory if module.memory is not None else module.net
+    assert isinstance(memory, PatchMemory) and memory.search_dims, "the model has no reduced memory search"
+    return memory
+
+
 @torch.no_grad()
 def compare(det: Detector, data: Path) -> dict[str, float]:
     module = det.module.eval()
-    memory = module.memory if module.memory is not None else module.net
-    assert isinstance(memory, PatchMemory) and memory.search_dims, "the model has no reduced memory search"
+    memory = searched_memory(module)
     unit = float(module.residual_scale[1]) if module.memory is not None else float(module.map_scale)
     samples = find_test_set(data)
     images, _ = load_images([s.path for s in samples])
