@@ -238,9 +238,9 @@ def _write_atomic_image(path: Path, image: np.ndarray, params: list[int]) -> Non
         if not cv2.imwrite(str(tmp), pixels, params):
             raise OSError(f"{path}: could not write image")
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def overlay_mode(overlays: bool | str | None) -> str | None:

@@ -61,6 +61,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search-dims", type=int, default=ModelConfig.memory_search_dims,
                    help="patch memory search: rank candidates on this many principal axes of the memory, then "
                         f"measure the best few on all channels; 0 = exact search, slower (default {ModelConfig.memory_search_dims})")
+    p.add_argument("--separable-convs", action=argparse.BooleanOptionalAction, default=ModelConfig.separable_convs,
+                   help="feature_ae: depthwise-separable 3x3 layers in the autoencoder and head: about 20%% more "
+                        "images/s and faster training, slightly coarser localisation "
+                        f"(default {'on' if ModelConfig.separable_convs else 'off'}; BENCHMARKS.md section 3)")
     p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
                    help="pixel models: the SSIM residual takes the worst of this many dyadic scales "
                         f"(multi-scale SSIM; 1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, "
@@ -165,7 +169,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
                      depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, memory_search_dims=a.search_dims, feature_memory=a.memory,
-                     edge_calibration=a.edge_calibration, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
+                     edge_calibration=a.edge_calibration, separable_convs=a.separable_convs, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)

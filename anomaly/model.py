@@ -92,9 +92,9 @@ class InspectionModule(nn.Module):
             nfeat = self.features.channels
             memory = (nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin, cfg.memory_search_dims, cfg.memory_search_blocks)
             self.net: nn.Module = (PatchMemory(*memory) if cfg.kind == "patch_memory"
-                                   else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent))
+                                   else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent, cfg.separable_convs))
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-            self.head: SegmentationHead | None = SegmentationHead(nfeat) if cfg.segmentation_head else None
+            self.head: SegmentationHead | None = SegmentationHead(nfeat, separable=cfg.separable_convs) if cfg.segmentation_head else None
             self.memory: PatchMemory | None = (PatchMemory(*memory) if cfg.kind == "feature_ae" and cfg.feature_memory else None)
         else:
             self.head = None

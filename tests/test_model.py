@@ -114,3 +114,25 @@ def test_mirrored_border_makes_edge_features_look_like_the_inside():
         centre = image_cells[:, 8, 8][:, None, None]
         spread[border] = float((image_cells - centre).pow(2).sum(0).sqrt()[0].mean())  # top row of cells
     assert spread[16] < 0.5 * spread[0]
+
+
+def test_separable_convs_keep_the_pipeline_and_cut_its_work() -> None:
+    import torch
+    from torch import nn
+
+    def work(m: InspectionModule) -> int:  # weights of the autoencoder and head: their multiply-adds per cell
+        return sum(p.numel() for part in (m.net, m.head) for p in part.parameters())
+
+    dense = InspectionModule(ModelConfig(image_size=64)).eval()
+    light = InspectionModule(ModelConfig(image_size=64, separable_convs=True)).eval()
+    ours = [c for part in (light.net, light.head) for c in part.modules() if isinstance(c, nn.Conv2d)]
+    depthwise = [c for c in ours if c.groups > 1 and c.groups == c.in_channels]
+    assert len(depthwise) == 4  # encoder, decoder, and the head's two 3x3 layers
+    assert not [c for c in ours if c.kernel_size == (3, 3) and c.groups == 1]
+    assert work(light) < 0.5 * work(dense)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        m_dense, s_dense = dense(x)
+        m_light, s_light = light(x)
+    assert m_light.shape == m_dense.shape and s_light.shape == s_dense.shape
+    assert torch.isfinite(m_light).all()
