@@ -74,7 +74,9 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
     is_gray = bool(np.all(photo[:, :, 0] == photo[:, :, 1]))
     foreign_photo = _photo(FOREIGN[texture])
     rng = np.random.default_rng(seed)
-    out = root / (defects if split == "rows" else f"{defects}-{split}") / texture
+    name = defects if split == "rows" else f"{defects}-{split}"
+    name += (f"-train{n_train}" if n_train != 80 else "") + (f"-test{n_test}" if n_test != 40 else "")
+    out = root / name / texture  # one folder per set: a larger set never mixes with a smaller one's files
     for sub in ("train/good", "test/good", "test/synthetic", "ground_truth/synthetic"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -155,6 +157,8 @@ def main() -> None:
     p.add_argument("--split", choices=("rows", "quadrants"), default="rows",
                    help="where training and test crops come from (see above; default rows, the first check)")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--test-pairs", type=int, default=20,
+                   help="good and defective test crops, each (default 20; the first 20 pairs are the same for any count)")
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-textures"))
     p.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
@@ -170,7 +174,7 @@ def main() -> None:
     extra = json.loads(a.model_json) if a.model_json else {}
     rows = []
     for texture in a.textures.split(","):
-        data = build(texture, a.workdir / "data", defects=a.defects, split=a.split)
+        data = build(texture, a.workdir / "data", defects=a.defects, split=a.split, n_test=2 * a.test_pairs)
         t0 = time.perf_counter()
         det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs)).fit(data, progress=not a.quiet)
         train_s = time.perf_counter() - t0
@@ -192,7 +196,7 @@ def main() -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, 2 cores",
         f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs; "
         f"test defects: {a.defects}; "
-        f"data: skimage.data textures, {CROP}px crops, 80 train / 20 good + 20 defective test crops; split: "
+        f"data: skimage.data textures, {CROP}px crops, 80 train / {a.test_pairs} good + {a.test_pairs} defective test crops; split: "
         + ("training crops from rows 0-300, test crops from rows 320-512" if a.split == "rows" else
            "training crops from the top-left and bottom-right quadrants, test crops from the other two"),
         ("- caveat: test defects come from anomaly.defects, the generator the segmentation head trains on "
