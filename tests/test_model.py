@@ -92,7 +92,7 @@ def test_old_configs_keep_their_image_fitting_and_feature_border():
     old = from_dict(ModelConfig, {"kind": "feature_ae"})
     assert (old.fit_mode, old.feature_border, old.edge_calibration) == ("letterbox", 0, False)
     new = ModelConfig()
-    assert (new.fit_mode, new.feature_border, new.edge_calibration) == ("auto", 16, False)
+    assert (new.fit_mode, new.feature_border, new.edge_calibration) == ("auto", 16, True)
     for bad in (8, -16, 256):
         with pytest.raises(ValueError, match="feature border"):
             ModelConfig(feature_border=bad)
