@@ -1,8 +1,10 @@
 """Finding and loading datasets: a plain folder of good parts, or an MVTec-style category.
 
 MVTec layout: `train/good/*`, `test/good/*`, `test/<defect>/*`,
-`ground_truth/<defect>/<name>_mask.png`. A plain folder is taken as all-good training
-images. Unreadable files are reported (with their path and the reason) and skipped,
+`ground_truth/<defect>/<name>_mask.png`, and optionally `validation/good/*` (as in MVTec
+AD 2): good images kept apart from training, which then stop training and calibrate
+thresholds instead of a random share of `train/good`. A plain folder is taken as
+all-good training images. Unreadable files are reported (with their path and the reason) and skipped,
 never silently dropped. No torch here: the runtime evaluates with it too.
 """
 
@@ -37,6 +39,7 @@ class Dataset:
     root: Path
     train: list[Path]
     test: list[TestSample] = field(default_factory=list)
+    validation: list[Path] = field(default_factory=list)  # good images set apart for calibration
 
     @property
     def is_mvtec(self) -> bool:
@@ -71,14 +74,21 @@ def find_dataset(root: str | Path) -> Dataset:
     root = Path(root)
     _require_dir(root)
     train_dir = root / "train" / "good"
+    validation: list[Path] = []
     if train_dir.is_dir():
         train, test = list_images(train_dir), _mvtec_test(root)
+        validation_dir = root / "validation" / "good"
+        if validation_dir.is_dir():
+            validation = list_images(validation_dir)
+            if not validation:
+                raise DatasetError(f"{validation_dir}: no images found (looked for .png .jpg .jpeg .bmp .tif .tiff); "
+                                   "remove the empty folder to hold out part of train/good instead")
     else:
         train, test = list_images(root), []
     if not train:
         where = train_dir if train_dir.is_dir() else root
         raise DatasetError(f"{where}: no images found (looked for .png .jpg .jpeg .bmp .tif .tiff)")
-    return Dataset(root, train, test)
+    return Dataset(root, train, test, validation)
 
 
 def find_test_set(root: str | Path) -> list[TestSample]:

@@ -48,7 +48,10 @@ class Detector:
     def fit(self, data: str | Path, progress: bool = True, defects: str | Path | None = None,
             fine_tune_head: bool = False) -> Detector:
         """Train on the good images of a folder (plain or MVTec `train/good`), holding
-        out part of them to stop early and to calibrate thresholds.
+        out part of them to stop early and to calibrate thresholds; an MVTec-style
+        folder's `validation/good` images, if there are any, are held out instead. Held-out
+        images should be independent of the training ones: overlapping crops of one
+        scan make the held-out maps calmer than new parts' and the thresholds too low.
 
         `defects`: an MVTec-style folder of labelled images (test/good, test/<defect>,
         ground_truth masks). Its images and the held-out good ones give F1-optimal
@@ -64,7 +67,13 @@ class Detector:
                 if fine_tune_head and labelled else None)
         dataset = find_dataset(data)
         tc = self.train_config
-        fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
+        if dataset.validation:  # good images the user set apart: independent of the training ones
+            if len(dataset.validation) < tc.min_holdout:
+                raise DatasetError(f"{dataset.root / 'validation' / 'good'}: {len(dataset.validation)} images; "
+                                   f"calibration needs at least {tc.min_holdout}")
+            fit_paths, hold_paths = dataset.train, dataset.validation
+        else:
+            fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
         fit_raw, fit_ok = load_images(fit_paths)
         hold_raw, hold_ok = load_images(hold_paths)
         if len(fit_raw) < 2 or not hold_raw:
@@ -84,6 +93,7 @@ class Detector:
             "data": str(Path(data).resolve()),
             "train_count": len(fit_ok),
             "holdout_count": len(hold_ok),
+            "holdout_from": "validation/good" if dataset.validation else "train/good",
             "skipped": len(fit_paths) + len(hold_paths) - len(fit_ok) - len(hold_ok),
             "image_sizes": sizes[:5],
             "epochs_run": len(history.train_loss),

@@ -2,7 +2,7 @@
 (grayscale) and immunohistochemistry (colour stained tissue).
 
     python bench/textures.py [--epochs 40] [--textures brick,grass] [--defects independent|painted]
-                             [--split rows|quadrants] [--model-json '{"kind": "patch_memory"}'] [--out F]
+                             [--split rows|quadrants|quadrants-val] [--model-json '{"kind": "patch_memory"}'] [--out F]
 
 For each photo (512 x 512), builds an MVTec-style folder of 160 x 160 crops: training
 crops from one part of the photo, test crops from another (never seen in training), half
@@ -17,6 +17,13 @@ Where the crops come from (`--split`):
 - quadrants: training crops from the top-left and bottom-right 256 x 256 quadrants, test
   crops from the other two, so both come from every height and side of the photo, as a
   line's training and test parts come from the same production.
+- quadrants-val: training crops as in quadrants, 12 held-out good crops (`validation/good`)
+  from the bottom-left quadrant, test crops from the top-right one. In the other splits
+  the model holds out 15% of the training crops, which overlap the crops it trains on:
+  their maps are calmer than a new part's (the memory has seen their pixels), which
+  biases everything fitted on them (thresholds, the two detectors' weights, the edge
+  calibration's damping). Here the held-out crops are as new to the model as test crops,
+  as separate photos of parts are on a line.
 
 Test defects (`--defects`):
 - independent (default): bench/texture_defects.py, the kinds of MVTec AD's texture
@@ -47,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results_textures.md"
 CROP = 160
+N_VALIDATION = 12  # --split quadrants-val: held-out crops (15% of 80 is what the other splits hold out)
 VISIBLE = 20.0  # mean absolute gray-level change inside the mask (of 255) for a test defect
 
 
@@ -86,11 +94,16 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
         return source[y : y + CROP, x : x + CROP]
 
     h, w = photo.shape[:2]
+    validation_regions = []
     if split == "rows":
         train_regions, test_regions = [(0, 300, 0, w)], [(320, h, 0, w)]
-    else:  # quadrants: (top_lo, top_hi, left_lo, left_hi)
+    elif split == "quadrants":  # (top_lo, top_hi, left_lo, left_hi)
         train_regions = [(0, h // 2, 0, w // 2), (h // 2, h, w // 2, w)]
         test_regions = [(0, h // 2, w // 2, w), (h // 2, h, 0, w // 2)]
+    else:  # quadrants-val: held-out good crops from a quadrant of their own
+        train_regions = [(0, h // 2, 0, w // 2), (h // 2, h, w // 2, w)]
+        validation_regions = [(h // 2, h, 0, w // 2)]
+        test_regions = [(0, h // 2, w // 2, w)]
 
     def save(path: Path, rgb: np.ndarray) -> None:
         u8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
@@ -98,6 +111,10 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
 
     for i in range(n_train):
         save(out / "train/good" / f"{i:03d}.png", crop(photo, *train_regions[i % len(train_regions)]))
+    if validation_regions:
+        (out / "validation/good").mkdir(parents=True, exist_ok=True)
+        for i in range(N_VALIDATION):  # after the training crops: those stay the same crops
+            save(out / "validation/good" / f"{i:03d}.png", crop(photo, *validation_regions[0]))
     kinds = [k for k in texture_defects.KINDS if not (is_gray and k == "color")]
     for i in range(n_test):
         part = crop(photo, *test_regions[(i // 2) % len(test_regions)])
@@ -154,7 +171,7 @@ def main() -> None:
     p.add_argument("--textures", default="brick,grass,gravel,immunohistochemistry")
     p.add_argument("--defects", choices=("independent", "painted"), default="independent",
                    help="test defects: bench/texture_defects.py (default), or the training generator (the first check)")
-    p.add_argument("--split", choices=("rows", "quadrants"), default="rows",
+    p.add_argument("--split", choices=("rows", "quadrants", "quadrants-val"), default="rows",
                    help="where training and test crops come from (see above; default rows, the first check)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--test-pairs", type=int, default=20,
@@ -197,8 +214,10 @@ def main() -> None:
         f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs; "
         f"test defects: {a.defects}; "
         f"data: skimage.data textures, {CROP}px crops, 80 train / {a.test_pairs} good + {a.test_pairs} defective test crops; split: "
-        + ("training crops from rows 0-300, test crops from rows 320-512" if a.split == "rows" else
-           "training crops from the top-left and bottom-right quadrants, test crops from the other two"),
+        + {"rows": "training crops from rows 0-300, test crops from rows 320-512",
+           "quadrants": "training crops from the top-left and bottom-right quadrants, test crops from the other two",
+           "quadrants-val": f"training crops from the top-left and bottom-right quadrants, {N_VALIDATION} held-out "
+                            "(validation/good) crops from the bottom-left one, test crops from the top-right one"}[a.split],
         ("- caveat: test defects come from anomaly.defects, the generator the segmentation head trains on "
          "(other images, same kinds); the residual-only columns have learnt no defect look."
          if a.defects == "painted" else

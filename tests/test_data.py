@@ -44,6 +44,38 @@ def test_plain_folder_and_errors(tmp_path):
         find_test_set(tmp_path)
 
 
+def test_validation_folder_is_found_and_an_empty_one_is_an_error(tmp_path):
+    for i in range(3):
+        _img(tmp_path / "train/good" / f"{i:03d}.png")
+    assert find_dataset(tmp_path).validation == []  # none: part of train/good is held out
+    (tmp_path / "validation/good").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="validation/good: no images found"):
+        find_dataset(tmp_path)
+    _img(tmp_path / "validation/good/v.png")
+    ds = find_dataset(tmp_path)
+    assert [p.name for p in ds.validation] == ["v.png"] and len(ds.train) == 3
+
+
+def test_validation_images_are_the_held_out_set(tmp_path):
+    """With validation/good, every train/good image is trained on and the validation
+    images (only) stop training and calibrate; too few of them is a clear error."""
+    from anomaly.config import ModelConfig, TrainConfig
+    from anomaly.detector import Detector
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        save_image(tmp_path / "train/good" / f"{i:03d}.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32))
+    for i in range(3):
+        save_image(tmp_path / "validation/good" / f"{i:03d}.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32))
+    cfg = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
+    with pytest.raises(DatasetError, match="validation/good: 3 images; calibration needs at least 4"):
+        Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1)).fit(tmp_path, progress=False)
+    save_image(tmp_path / "validation/good/003.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32))
+    det = Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1)).fit(tmp_path, progress=False)
+    s = det.summary
+    assert (s["train_count"], s["holdout_count"], s["holdout_from"]) == (8, 4, "validation/good")
+
+
 def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
     paths = [tmp_path / f"{i}.png" for i in range(40)]
     fit, hold = split_holdout(paths, 0.15, 4, seed=3)

@@ -50,13 +50,15 @@ def dataset(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module", params=["feature_ae", "patch_memory+edge"])
+@pytest.fixture(scope="module", params=["feature_ae", "patch_memory+no-edge"])
 def trained(dataset, tmp_path_factory, request):
-    """The default family, and the memory with edge calibration (so the edge buffers go
-    through training, saving, export and the parity checks too)."""
+    """The default family (with its edge calibration), and the memory without edge
+    calibration (so a model with and one without the edge buffers go through training,
+    saving, export and the parity checks)."""
     torch.set_num_threads(2)
     kind, _, extra = request.param.partition("+")
-    cfg = ModelConfig(kind=kind, image_size=SIZE, edge_calibration=extra == "edge")
+    cfg = ModelConfig(kind=kind, image_size=SIZE, edge_calibration=extra != "no-edge")
+    assert cfg.edge_calibration == (kind == "feature_ae")
     det = Detector(cfg, TrainConfig(epochs=15, batch_size=8, seed=0, patience=15))
     det.fit(dataset, progress=False)
     folder = det.save(tmp_path_factory.mktemp("model") / "m")
