@@ -22,7 +22,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on good images", description=(
         "Train on normal (good) images only. DATA is a folder of good images, or an MVTec-style "
         "category folder (its train/good is used). Part of the images is held out to stop "
-        "training early and to calibrate thresholds."))
+        "training early and to calibrate thresholds; in an MVTec-style folder, the images of "
+        "validation/good are held out instead, if it exists."))
     p.add_argument("data", type=Path, help="folder of good images, or MVTec-style category folder")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (config.json + model.safetensors)")
     p.add_argument("--model", default="feature_ae", choices=["feature_ae", "patch_memory", "ae", "vae"],
@@ -80,7 +81,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--perceptual-weight", type=float, default=0.0,
                    help="ae/vae: add a perceptual loss (frozen ImageNet EfficientNet-Lite0 features of reconstruction "
                         "vs input) with this weight, for sharper edges; training only, 0 = off (default)")
-    p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration (default 0.15)")
+    p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration, unless the "
+                        "folder has validation/good (default 0.15)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
     p.add_argument("--no-augment", action="store_true", help="turn off flips, small rotations/shifts and brightness/contrast jitter")
@@ -186,7 +188,7 @@ def cmd_train(a: argparse.Namespace) -> int:
               f"held-out good ones: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
     det.save(a.out)
     s = det.summary
-    print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out) in {s['train_seconds']} s, "
+    print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
           f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
     if a.export is not None:
         from .export import export_onnx
