@@ -2,6 +2,7 @@
 saw, next to the damping an edge-calibrated model fitted on its held-out images.
 
     python bench/edge_ratio.py MODEL_WITHOUT_EDGE.onnx FOLDER [--fitted MODEL_WITH_EDGE.onnx]
+                               [--subset-size 12 --subsets 200]
 
 Scores FOLDER/test/good with the first model (trained with --no-edge-calibration) and
 fits anomaly.calibrate.edge_profile on those maps: the per-ring ratio of the 99% quantile
@@ -9,7 +10,9 @@ above the median to that of the band inside. With --fitted, prints the ratio the
 edge-calibrated model fitted on its own held-out images (read from the exported graph:
 the 128-entry table that starts above 1 and never rises inwards). If the held-out images
 share pixels with the training images, the fitted ratio comes out larger than the one
-new images show (BENCHMARKS.md section 1b).
+new images show (BENCHMARKS.md section 1b). With --subset-size, also fits the profile on
+random subsets of that many new images, as a held-out set of that size would, and prints
+the spread of the fitted ratio: how far a fit on a few images strays from the fit on all.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def main() -> None:
     p.add_argument("model", type=Path)
     p.add_argument("folder", type=Path)
     p.add_argument("--fitted", type=Path)
+    p.add_argument("--subset-size", type=int, default=0)
+    p.add_argument("--subsets", type=int, default=200)
     a = p.parse_args()
     inspector = Inspector(a.model)
     size, mode, tiles = inspector.info.grid
@@ -57,6 +62,14 @@ def main() -> None:
     rings = edge_rings(size)
     _, scale = edge_profile(maps, np.ones_like(maps, bool), rings, size // 8)
     print(f"{a.folder.name}: {len(good)} new good images, ratio at rings {RINGS_SHOWN}: {np.round(scale[RINGS_SHOWN], 2)}")
+    if a.subset_size:
+        rng = np.random.default_rng(0)
+        fits = np.stack([edge_profile(maps[pick], np.ones_like(maps[pick], bool), rings, size // 8)[1]
+                         for pick in (rng.choice(len(maps), a.subset_size, replace=False) for _ in range(a.subsets))])
+        q = np.quantile(fits[:, RINGS_SHOWN], [0.1, 0.5, 0.9], axis=0)
+        print(f"  fitted on {a.subsets} random subsets of {a.subset_size}: 10% / median / 90% at those rings:")
+        for name, row in zip(("10%", "median", "90%"), q):
+            print(f"    {name:>6}: {np.round(row, 2)}")
     if a.fitted is not None:
         fit = fitted_scale(a.fitted)
         print(f"  fitted on the held-out images by {a.fitted.name}: "
