@@ -84,10 +84,11 @@ class ModelConfig:
     # and 2 more) ring by ring (distance to the border): each ring's median and upper tail
     # on held-out good images are brought down to those of the band just inside. Near the
     # frame edge a convolutional model sees less context, so on textures that fill the
-    # frame good parts score highest there: on held-out good crops of all four texture
-    # photos the outermost ring's upper tail was 2.4-3.1x that of the band inside. It
-    # costs sensitivity to defects that touch the edge (the tissue photo lost 0.02 image
-    # AUROC) and changes nothing on objects on a plain background (BENCHMARKS.md 1b).
+    # frame good parts score highest there: on new good crops of the grass, gravel and
+    # brick photos the outermost ring's upper tail was 1.7-1.9x that of the band inside,
+    # and calibration lifted grass and gravel's image AUROC by 0.14 and 0.10. It costs
+    # sensitivity to defects that touch the edge (the tissue photo lost 0.02 image AUROC)
+    # and changes nothing on objects on a plain background (BENCHMARKS.md 1b).
     edge_calibration: bool = True
 
     def __post_init__(self) -> None:
