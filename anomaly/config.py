@@ -78,8 +78,14 @@ class ModelConfig:
     # 28% fewer multiply-adds for the whole model and 23% faster training, but bottle's
     # AUPRO fell from 0.952 to 0.948 (BENCHMARKS.md sections 1 and 3), so it is opt-in.
     separable_convs: bool = False
-    # Heatmap smoothing (Gaussian sigma, in pixels of the working size).
-    smoothing_sigma: float = 4.0
+    # Heatmap smoothing (Gaussian sigma, in pixels of the working size); None = the
+    # family's default: 2 for the feature models, whose maps are already bilinear
+    # upsamplings of an 8-px grid, 4 for the pixel autoencoders, whose per-pixel residual
+    # is noisy. Re-calibrating one trained feature model at 1, 2, 4 and 8 (bench/smoothing.py),
+    # 2 was at least as good as 4 on every set: image AUROC +0.01 / +0.00 / +0.03 on the
+    # grass, gravel and tissue photos, AUPRO +0.001 on bottle and the demo washers; wider
+    # smoothing spreads a small defect's peak into its calm surroundings (BENCHMARKS.md 1b).
+    smoothing_sigma: float | None = None
     # Calibrate the frame's outer band (an eighth of the size: the 2 mirrored margin cells
     # and 2 more) ring by ring (distance to the border): each ring's median and upper tail
     # on held-out good images are brought down to those of the band just inside. Near the
@@ -120,6 +126,10 @@ class ModelConfig:
         if self.ssim_levels < 1:
             raise ValueError(f"ssim levels must be >= 1, got {self.ssim_levels}")
         self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
+        if self.smoothing_sigma is None:
+            self.smoothing_sigma = 2.0 if self.kind in FEATURE_KINDS else 4.0
+        if self.smoothing_sigma <= 0:
+            raise ValueError(f"smoothing sigma must be > 0, got {self.smoothing_sigma}")
 
     @property
     def grid(self) -> tuple[int, str, int]:
@@ -198,4 +208,5 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         kwargs.setdefault("feature_border", 0)
         kwargs.setdefault("edge_calibration", False)
         kwargs.setdefault("memory_search_dims", 0)
+        kwargs.setdefault("smoothing_sigma", 4.0)
     return cls(**kwargs)

@@ -136,3 +136,16 @@ def test_separable_convs_keep_the_pipeline_and_cut_its_work() -> None:
         m_light, s_light = light(x)
     assert m_light.shape == m_dense.shape and s_light.shape == s_dense.shape
     assert torch.isfinite(m_light).all()
+
+
+def test_smoothing_defaults_by_family_and_old_configs_keep_theirs():
+    from anomaly.config import ModelConfig, from_dict, to_dict
+
+    assert ModelConfig().smoothing_sigma == 2.0  # feature maps: already upsampled from an 8-px grid
+    assert ModelConfig(kind="patch_memory").smoothing_sigma == 2.0
+    assert ModelConfig(kind="ae").smoothing_sigma == 4.0  # per-pixel residuals are noisier
+    assert ModelConfig(smoothing_sigma=3.0).smoothing_sigma == 3.0
+    assert from_dict(ModelConfig, {"kind": "feature_ae"}).smoothing_sigma == 4.0  # saved before the change
+    assert from_dict(ModelConfig, to_dict(ModelConfig())).smoothing_sigma == 2.0  # the resolved value is saved
+    with pytest.raises(ValueError, match="smoothing sigma"):
+        ModelConfig(smoothing_sigma=0.0)
