@@ -20,6 +20,22 @@ def test_threshold_rejects_about_the_target_share_of_good_parts():
     assert thr >= np.quantile(scores, 0.99)  # never below the empirical quantile
 
 
+def test_threshold_keeps_the_target_rate_with_only_a_few_held_out_parts():
+    """With 4 held-out scores the fitted spread is often far too small; the prediction
+    bound allows for that, so on average a new good part is rejected at the target rate."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(2)
+    sigma, target = 0.3, 0.01
+    rates = [1.0 - NormalDist(0.0, sigma).cdf(np.log(upper_threshold(rng.lognormal(0.0, sigma, size=4), target)))
+             for _ in range(4000)]
+    assert 0.005 < np.mean(rates) < 0.015
+    plain = [1.0 - NormalDist().cdf(NormalDist().inv_cdf(1 - target) * np.std(np.log(x), ddof=1) / sigma
+                                    + np.mean(np.log(x)) / sigma)
+             for x in rng.lognormal(0.0, sigma, size=(4000, 4))]
+    assert np.mean(plain) > 0.04  # what a plain normal quantile of the fit would reject
+
+
 def test_calibrated_scale_puts_threshold_at_one():
     rng = np.random.default_rng(1)
     pixels = rng.gamma(2.0, 0.01, size=100_000)
