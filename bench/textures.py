@@ -174,6 +174,8 @@ def main() -> None:
     p.add_argument("--split", choices=("rows", "quadrants", "quadrants-val"), default="rows",
                    help="where training and test crops come from (see above; default rows, the first check)")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (augmented copies, memory coreset, weights); the data stay the same")
     p.add_argument("--test-pairs", type=int, default=20,
                    help="good and defective test crops, each (default 20; the first 20 pairs are the same for any count)")
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
@@ -193,7 +195,7 @@ def main() -> None:
     for texture in a.textures.split(","):
         data = build(texture, a.workdir / "data", defects=a.defects, split=a.split, n_test=2 * a.test_pairs)
         t0 = time.perf_counter()
-        det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs)).fit(data, progress=not a.quiet)
+        det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs, seed=a.seed)).fit(data, progress=not a.quiet)
         train_s = time.perf_counter() - t0
         onnx_path = export_onnx(det, a.workdir / f"{texture}.onnx")
         full = evaluate(Inspector(onnx_path), data, progress=False)
@@ -211,7 +213,7 @@ def main() -> None:
         "# Texture photos with synthetic defects (generalisation check)", "",
         f"- command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, 2 cores",
-        f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs; "
+        f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs, seed {a.seed}; "
         f"test defects: {a.defects}; "
         f"data: skimage.data textures, {CROP}px crops, 80 train / {a.test_pairs} good + {a.test_pairs} defective test crops; split: "
         + {"rows": "training crops from rows 0-300, test crops from rows 320-512",
