@@ -8,12 +8,13 @@ empirical quantile is too coarse, so we fit a log-normal to the good image score
 and the empirical quantile. The bound allows for the mean and spread being estimated
 from those few parts (Student's t with n - 1 degrees of freedom, widened by
 sqrt(1 + 1/n)): with 4 held-out images a plain normal quantile of the fitted log-normal
-rejected half the good parts of a benchmark (BENCHMARKS.md section 2).
+rejected half the good strips of a benchmark (BENCHMARKS.md section 2).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
 import numpy as np
 from scipy.stats import t as student_t
 

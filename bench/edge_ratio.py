@@ -40,10 +40,9 @@ def fitted_scale(path: Path) -> np.ndarray | None:
 
 def main() -> None:
     from anomaly.calibrate import edge_profile
-    from anomaly.imageio import read_image
+    from anomaly.imageio import prepare, read_image
     from anomaly.model import edge_rings
     from anomaly.runtime import Inspector
-    from anomaly.imageio import prepare
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
