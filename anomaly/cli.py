@@ -16,6 +16,10 @@ from . import __version__
 from .config import FIT_MODES, ModelConfig
 
 EXIT_USAGE = 2
+# Fewer held-out good images than this and `anomaly train` says the threshold is uncertain:
+# the prediction bound (anomaly.calibrate) is right on average, but one small set can put
+# it well off (BENCHMARKS.md section 2: 2 of 12 good strips rejected with 4 held out).
+FEW_HOLDOUT = 20
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -190,6 +194,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     s = det.summary
     print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
           f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
+    if s["holdout_count"] < FEW_HOLDOUT:
+        print(f"note: the image threshold was calibrated on only {s['holdout_count']} held-out good images; it rejects "
+              f"{a.false_reject:.0%} of good parts on average, but for one such small set the rate is uncertain. "
+              "Check it on more good parts (anomaly evaluate), or train with more images, a larger --holdout, "
+              "or a validation/good folder.", file=sys.stderr)
     if a.export is not None:
         from .export import export_onnx
 

@@ -72,7 +72,9 @@ def test_labelled_defects_give_f1_thresholds_and_fine_tune_the_head(tiny_dataset
     args = ["train", str(tiny_dataset), "--out", str(out), "--image-size", "64", "--epochs", "1", "--quiet",
             "--defects", str(tiny_dataset), "--fine-tune-head"]
     assert main(args) == 0
-    assert "F1-optimal thresholds from" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "F1-optimal thresholds from" in captured.out
+    assert "calibrated on only 4 held-out good images" in captured.err  # 8 training images, 4 held out
     meta = json.loads((out / "config.json").read_text())
     assert meta["calibration"]["f1_source"] == "labelled"
     labelled = meta["summary"]["labelled_defects"]
