@@ -85,6 +85,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--perceptual-weight", type=float, default=0.0,
                    help="ae/vae: add a perceptual loss (frozen ImageNet EfficientNet-Lite0 features of reconstruction "
                         "vs input) with this weight, for sharper edges; training only, 0 = off (default)")
+    p.add_argument("--adversarial-weight", type=float, default=0.0,
+                   help="ae/vae: add an adversarial term (a patch discriminator trained alongside tells reconstructions "
+                        "from inputs) with this weight, for sharper edges; training only, 0 = off (default)")
     p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration, unless the "
                         "folder has validation/good (default 0.15)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
@@ -182,7 +185,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     epochs = a.epochs if a.epochs is not None else (40 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
                      patience=a.patience, target_false_reject=a.false_reject, augment=aug,
-                     synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight)
+                     synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight,
+                     adversarial_weight=a.adversarial_weight)
     if a.fine_tune_head and a.defects is None:
         raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet, defects=a.defects, fine_tune_head=a.fine_tune_head)

@@ -182,6 +182,9 @@ class TrainConfig:
     # Pixel autoencoders only: weight of a perceptual term (distance between frozen
     # ImageNet features of reconstruction and input) added to the loss; 0 = off.
     perceptual_weight: float = 0.0
+    # Pixel autoencoders only: weight of an adversarial term (a patch discriminator
+    # trained alongside tells reconstructions from inputs; anomaly.sharpening); 0 = off.
+    adversarial_weight: float = 0.0
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class Detector:
             "synthetic_training": (DefectSettings(probability=tc.synthetic_fraction).to_dict()
                                    if self.model_config.kind == "feature_ae" else None),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind in ("ae", "vae") else None,
+            "adversarial_weight": tc.adversarial_weight if self.model_config.kind in ("ae", "vae") else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
             "patch_memory": (self.model_config.memory_size
                              if self.module.memory is not None or self.model_config.kind == "patch_memory" else None),

@@ -15,6 +15,7 @@ Calibrated scale: 0 is a typical normal pixel, 1.0 is the image threshold
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -213,11 +214,12 @@ class InspectionModule(nn.Module):
             r = 0.5 * (l2 / self.residual_scale[0] + ssim / self.residual_scale[1])
         return separable_blur(r, self.smooth_kernel)
 
-    def training_loss(self, x: torch.Tensor, perceptual: nn.Module | None = None,
-                      perceptual_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction loss (plus KL for the VAE). `perceptual`, a training-only
-        module (reconstruction, input) -> loss, adds a term that rewards sharp edges and
-        texture; it is not part of the exported pipeline."""
+    def training_loss(self, x: torch.Tensor, extra_terms: Mapping[str, tuple[nn.Module, float]] | None = None,
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss (plus KL for the VAE). `extra_terms` maps a name to a
+        training-only module (reconstruction, input) -> loss and its weight, such as the
+        sharpening terms of `anomaly.sharpening`; they are not part of the exported
+        pipeline."""
         if isinstance(self.net, PatchMemory):
             raise ValueError("a patch memory is filled from training patches, not trained with a loss")
         if self.features is not None:
@@ -231,8 +233,9 @@ class InspectionModule(nn.Module):
             parts["l2"] = (recon - x).pow(2).mean()
         if "ssim" in self.cfg.loss:
             parts["ssim"] = (1.0 - ssim_map(recon, x, self.ssim_window)).mean()
-        if perceptual is not None and perceptual_weight > 0:
-            parts["perceptual"] = perceptual_weight * perceptual(recon, x)
+        for name, (term, weight) in (extra_terms or {}).items():
+            if weight > 0:
+                parts[name] = weight * term(recon, x)
         loss = sum(parts.values())
         if self.cfg.kind == "vae":
             parts["kl"] = kl

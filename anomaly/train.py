@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from .augment import augment, augment_pair
 from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
-from .model import IMAGENET_MEAN, IMAGENET_STD, InspectionModule
-from .networks import FeatureExtractor, PatchMemory
+from .model import InspectionModule
+from .networks import PatchMemory
+from .sharpening import PatchAdversary, PerceptualLoss
 
 
 @dataclass
@@ -390,31 +391,6 @@ def train_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], c
     return history
 
 
-class PerceptualLoss(torch.nn.Module):
-    """How differently a frozen ImageNet network sees the reconstruction and the input.
-
-    Squared pixel error forgives a blurred edge (the average is close to both sides);
-    early EfficientNet-Lite0 blocks (2 and 4: strides 4 and 8) respond to edges and
-    texture, so matching their outputs asks for sharp reconstructions. Each channel's
-    error is divided by that channel's energy on the input, so no block dominates.
-    Training only: the exported pipeline does not contain it.
-    """
-
-    def __init__(self, image_size: int) -> None:
-        super().__init__()
-        cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4, feature_border=0)
-        self.features = FeatureExtractor(cfg)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        fr = self.features((recon - self.mean) / self.std)
-        with torch.no_grad():
-            ft = self.features((target - self.mean) / self.std)
-            energy = ft.pow(2).mean(dim=(0, 2, 3), keepdim=True) + 1e-6
-        return ((fr - ft).pow(2) / energy).mean()
-
-
 def train(
     module: InspectionModule,
     fit_images: list[np.ndarray],
@@ -425,15 +401,15 @@ def train(
 ) -> TrainHistory:
     """Train in place and keep the best epoch's weights. Pixel autoencoders: this loop,
     augmenting every batch afresh (early stopping watches the reconstruction loss
-    alone, so runs with and without a perceptual term stop alike); feature
+    alone, so runs with and without the sharpening terms stop alike); feature
     autoencoders: `train_feature_model`. `real_defects` (labelled images with masks, at
     the working size) fine-tune the feature model's segmentation head."""
     if real_defects and module.head is None:
         raise ValueError("fine-tuning on real defects needs a feature model with a segmentation head")
     if module.features is not None:
-        if cfg.perceptual_weight > 0:
-            raise ValueError("the perceptual loss is for pixel autoencoders (ae, vae); the feature models "
-                             "already compare ImageNet features")
+        if cfg.perceptual_weight > 0 or cfg.adversarial_weight > 0:
+            raise ValueError("the perceptual and adversarial terms are for pixel autoencoders (ae, vae); the "
+                             "feature models already compare ImageNet features")
         if module.cfg.kind == "patch_memory":
             return train_patch_memory(module, fit_images, cfg, progress)
         if module.head is not None and cfg.synthetic_fraction <= 0:
@@ -444,7 +420,11 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    perceptual = PerceptualLoss(module.cfg.image_size) if cfg.perceptual_weight > 0 else None
+    extra_terms: dict[str, tuple[torch.nn.Module, float]] = {}
+    if cfg.perceptual_weight > 0:
+        extra_terms["perceptual"] = (PerceptualLoss(module.cfg.image_size), cfg.perceptual_weight)
+    if cfg.adversarial_weight > 0:
+        extra_terms["adversarial"] = (PatchAdversary(), cfg.adversarial_weight)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
@@ -460,7 +440,7 @@ def train(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             x = to_tensor([augment(fit_images[j], cfg.augment, rng) for j in idx])
-            loss, _ = module.training_loss(x, perceptual, cfg.perceptual_weight)
+            loss, _ = module.training_loss(x, extra_terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
