@@ -88,3 +88,18 @@ def test_fine_tuning_without_defects_or_head_is_refused(tiny_dataset, tmp_path, 
     assert "--fine-tune-head needs --defects" in capsys.readouterr().err
     assert main(base + ["--model", "ae", "--defects", str(tiny_dataset), "--fine-tune-head"]) == 2
     assert "segmentation head" in capsys.readouterr().err
+
+
+def test_sharpening_terms_reach_training_and_are_recorded(tiny_dataset, tmp_path, capsys):
+    pytest.importorskip("torch")
+    import json
+
+    out = tmp_path / "m"
+    args = ["train", str(tiny_dataset), "--out", str(out), "--image-size", "64", "--epochs", "1", "--quiet",
+            "--model", "ae", "--adversarial-weight", "0.05", "--perceptual-weight", "0.5"]
+    assert main(args) == 0
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["adversarial_weight"] == 0.05 and summary["perceptual_weight"] == 0.5
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "f"), "--image-size", "64", "--epochs", "1",
+                 "--quiet", "--adversarial-weight", "0.05"]) == 2
+    assert "pixel autoencoders" in capsys.readouterr().err
