@@ -39,22 +39,6 @@ def test_perceptual_loss_passes_gradients_to_the_reconstruction_only():
     assert all(p.grad is None for p in loss.parameters())
 
 
-def test_training_with_the_term_keeps_the_exported_module_unchanged():
-    rng = np.random.default_rng(0)
-    images = [np.clip(_edges()[0].numpy().transpose(1, 2, 0) + rng.normal(0, 0.02, (64, 64, 3)), 0, 1).astype(np.float32)
-              for _ in range(6)]
-    mc = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
-    plain = InspectionModule(mc)
-    module = InspectionModule(mc)
-    history = train(module, images[:4], images[4:], TrainConfig(epochs=2, batch_size=4, perceptual_weight=1.0), progress=False)
-    assert len(history.train_loss) == 2
-    # the backbone is a training aid: the module (and so the ONNX graph) holds the same tensors
-    assert module.state_dict().keys() == plain.state_dict().keys()
-    x = torch.from_numpy(np.stack(images[:2]).transpose(0, 3, 1, 2).copy())
-    _, parts = module.training_loss(x, {"perceptual": (PerceptualLoss(64), 1.0)})
-    assert parts["perceptual"] > 0 and "perceptual" not in module.training_loss(x)[1]
-
-
 @pytest.mark.parametrize("term", ["perceptual_weight", "adversarial_weight"])
 def test_feature_models_refuse_the_terms(term: str):
     module = InspectionModule(ModelConfig(image_size=64))
@@ -106,16 +90,22 @@ def test_the_adversarial_term_steps_the_discriminator_and_passes_gradients_to_th
     assert all(torch.equal(f, p) for f, p in zip(frozen, adversary.discriminator.parameters()))
 
 
-def test_training_with_the_adversarial_term_keeps_the_exported_module_unchanged():
+@pytest.mark.parametrize("name", ["perceptual", "adversarial"])
+def test_training_with_a_term_keeps_the_exported_module_unchanged(name: str):
     rng = np.random.default_rng(0)
     images = [np.clip(_edges()[0].numpy().transpose(1, 2, 0) + rng.normal(0, 0.02, (64, 64, 3)), 0, 1).astype(np.float32)
               for _ in range(6)]
     mc = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
     module = InspectionModule(mc)
-    history = train(module, images[:4], images[4:], TrainConfig(epochs=2, batch_size=4, adversarial_weight=0.1),
+    history = train(module, images[:4], images[4:], TrainConfig(epochs=2, batch_size=4, **{f"{name}_weight": 0.1}),
                     progress=False)
     assert len(history.train_loss) == 2 and all(np.isfinite(history.train_loss))
+    # the backbone and the discriminator are training aids: the module (and so the ONNX
+    # graph) holds the same tensors as an untrained one
     assert module.state_dict().keys() == InspectionModule(mc).state_dict().keys()
     x = torch.from_numpy(np.stack(images[:2]).transpose(0, 3, 1, 2).copy())
-    _, parts = module.training_loss(x, {"adversarial": (PatchAdversary(width=8), 0.1)})
-    assert "adversarial" in parts and "adversarial" not in module.training_loss(x)[1]
+    term = PerceptualLoss(64) if name == "perceptual" else PatchAdversary(width=8)
+    _, parts = module.training_loss(x, {name: (term, 0.1)})
+    assert name in parts and name not in module.training_loss(x)[1]
+    if name == "perceptual":
+        assert parts[name] > 0
