@@ -115,14 +115,13 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
         (out / "validation/good").mkdir(parents=True, exist_ok=True)
         for i in range(N_VALIDATION):  # after the training crops: those stay the same crops
             save(out / "validation/good" / f"{i:03d}.png", crop(photo, *validation_regions[0]))
-    kinds = [k for k in texture_defects.KINDS if not (is_gray and k == "color")]
     for i in range(n_test):
         part = crop(photo, *test_regions[(i // 2) % len(test_regions)])
         if i % 2 == 0:
             save(out / "test/good" / f"{i:03d}.png", part)
             continue
         if defects == "independent":
-            kind = kinds[(i // 2) % len(kinds)]
+            kind = defect_kind(i, is_gray)
             painted, mask = texture_defects.paint(part, rng, kind, crop(foreign_photo, 0, foreign_photo.shape[0]))
         else:  # the first check: the training generator, faint ones repainted
             for _ in range(20):
@@ -134,6 +133,15 @@ def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: in
         save(out / "test/synthetic" / f"{i:03d}.png", painted)
         cv2.imwrite(str(out / "ground_truth/synthetic" / f"{i:03d}_mask.png"), mask.astype(np.uint8) * 255)
     return out
+
+
+def defect_kind(index: int, is_gray: bool) -> str:
+    """The independent defect kind painted on test crop `index` (an odd one): kinds rotate
+    over the defective crops; the colour kind only on colour photos."""
+    from texture_defects import KINDS
+
+    kinds = [k for k in KINDS if not (is_gray and k == "color")]
+    return kinds[(index // 2) % len(kinds)]
 
 
 class ResidualOnly:

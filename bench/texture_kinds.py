@@ -1,0 +1,66 @@
+"""Which test defects does a texture model miss? Image AUROC per defect kind (each kind's
+defective crops against all good crops) and per defect size, from an exported model and
+the folder `bench/textures.py --defects independent` made for it.
+
+    python bench/texture_kinds.py MODEL.onnx FOLDER [MODEL.onnx FOLDER ...]
+
+The kind of each defective crop follows from its index (textures.defect_kind); the size is
+its mask's share of the crop. Sizes are split at 0.5% and 1.5% of the crop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+SIZE_BINS = [(0.0, 0.005, "< 0.5%"), (0.005, 0.015, "0.5-1.5%"), (0.015, 1.0, ">= 1.5%")]
+
+
+def per_kind(model: Path, folder: Path) -> dict[str, tuple[float, int]]:
+    from anomaly.imageio import read_image, read_mask
+    from anomaly.metrics import roc_auc
+    from anomaly.runtime import Inspector
+    from textures import defect_kind
+
+    inspector = Inspector(model)
+
+    def scores(files: list[Path]) -> np.ndarray:
+        return np.concatenate([inspector.score([read_image(f) for f in files[i : i + 8]])[1]
+                               for i in range(0, len(files), 8)])
+
+    good = sorted((folder / "test" / "good").glob("*.png"))
+    bad = sorted((folder / "test" / "synthetic").glob("*.png"))
+    good_scores, bad_scores = scores(good), scores(bad)
+    first = read_image(bad[0])
+    is_gray = bool(np.all(first[:, :, 0] == first[:, :, 1]))
+    kinds = [defect_kind(int(f.stem), is_gray) for f in bad]
+    areas = [float(read_mask(folder / "ground_truth" / "synthetic" / f"{f.stem}_mask.png", first.shape[:2]).mean())
+             for f in bad]
+    groups: dict[str, list[int]] = {}
+    for i, (kind, area) in enumerate(zip(kinds, areas)):
+        groups.setdefault(kind, []).append(i)
+        size = next(label for lo, hi, label in SIZE_BINS if lo <= area < hi)
+        groups.setdefault(f"size {size}", []).append(i)
+    result = {}
+    for name, idx in groups.items():
+        labels = np.r_[np.zeros(len(good_scores), bool), np.ones(len(idx), bool)]
+        result[name] = (roc_auc(labels, np.r_[good_scores, bad_scores[idx]]), len(idx))
+    return result
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or len(args) % 2:
+        sys.exit(__doc__)
+    for model, folder in zip(map(Path, args[::2]), map(Path, args[1::2])):
+        print(f"\n{model} on {folder}\n\n| defects | image AUROC | crops |\n|---|---|---|")
+        for name, (auroc, n) in sorted(per_kind(model, folder).items()):
+            print(f"| {name} | {auroc:.3f} | {n} |")
+
+
+if __name__ == "__main__":
+    main()
