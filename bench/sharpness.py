@@ -32,13 +32,13 @@ def measure(data: Path, model_dir: Path) -> dict[str, float]:
     import torch
 
     from anomaly.detector import Detector
-    from anomaly.imageio import list_images, read_image
+    from anomaly.imageio import list_images, prepare, read_image
     from anomaly.train import to_tensor
 
     detector = Detector.load(model_dir)
     ratios, edge_err, flat_err = [], [], []
     for path in list_images(data / "test" / "good"):
-        for view in detector._fit(read_image(path))[0]:
+        for view in prepare(read_image(path), *detector.model_config.grid)[0]:
             with torch.no_grad():
                 recon = detector.module.reconstruct(to_tensor([view])).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
             g_in, g_out = gradient_magnitude(view), gradient_magnitude(recon)

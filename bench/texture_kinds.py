@@ -27,19 +27,14 @@ def per_kind(model: Path, folder: Path) -> dict[str, tuple[float, int]]:
     from textures import defect_kind
 
     inspector = Inspector(model)
-
-    def scores(files: list[Path]) -> np.ndarray:
-        return np.concatenate([inspector.score([read_image(f) for f in files[i : i + 8]])[1]
-                               for i in range(0, len(files), 8)])
-
-    good = sorted((folder / "test" / "good").glob("*.png"))
-    bad = sorted((folder / "test" / "synthetic").glob("*.png"))
-    good_scores, bad_scores = scores(good), scores(bad)
-    first = read_image(bad[0])
-    is_gray = bool(np.all(first[:, :, 0] == first[:, :, 1]))
-    kinds = [defect_kind(int(f.stem), is_gray) for f in bad]
-    areas = [float(read_mask(folder / "ground_truth" / "synthetic" / f"{f.stem}_mask.png", first.shape[:2]).mean())
-             for f in bad]
+    good = [read_image(f) for f in sorted((folder / "test" / "good").glob("*.png"))]
+    bad_files = sorted((folder / "test" / "synthetic").glob("*.png"))
+    good_scores = inspector.score(good)[1]
+    bad_scores = inspector.score([read_image(f) for f in bad_files])[1]
+    is_gray = bool(np.all(good[0][:, :, 0] == good[0][:, :, 1]))
+    kinds = [defect_kind(int(f.stem), is_gray) for f in bad_files]
+    areas = [float(read_mask(folder / "ground_truth" / "synthetic" / f"{f.stem}_mask.png", good[0].shape[:2]).mean())
+             for f in bad_files]
     groups: dict[str, list[int]] = {}
     for i, (kind, area) in enumerate(zip(kinds, areas)):
         groups.setdefault(kind, []).append(i)
