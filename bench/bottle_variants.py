@@ -1,0 +1,67 @@
+"""Real defects in other image shapes: a grayscale or non-square copy of an MVTec-style
+category, to run bench/bottle.py on.
+
+    python bench/bottle_variants.py gray  ../shared/datasets/mvtec_bottle /tmp/bottle-gray
+    python bench/bottle_variants.py 3:2   ../shared/datasets/mvtec_bottle /tmp/bottle-3x2
+    python bench/bottle.py --name default-gray --data /tmp/bottle-gray --quiet
+
+Only bottle is at hand, but the default is judged on categories that are grayscale (MVTec's
+grid, screw, zipper) or not square. `gray` writes every image as a single-channel PNG;
+`W:H` resizes every image and mask to that aspect ratio (the long side kept; masks with
+nearest-neighbour), so the parts are squeezed as a camera with another sensor shape would
+frame them, and the model has to letterbox (below 2:1) or tile (2:1 and wider) them.
+The copy goes outside the repository: the data's licence forbids copying it in.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+
+def convert(variant: str, source: Path, target: Path) -> int:
+    """Write the variant of every PNG under `source` to the same path under `target`."""
+    files = sorted(source.rglob("*.png"))
+    if not files:
+        raise SystemExit(f"error: {source}: no PNG images found")
+    if variant != "gray":
+        w_ratio, h_ratio = (float(v) for v in variant.split(":"))
+    for path in tqdm(files, desc=f"{variant} copy", unit="img"):
+        is_mask = "ground_truth" in path.parts
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise SystemExit(f"error: {path}: cannot read image")
+        if variant == "gray":
+            if not is_mask and image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        else:
+            h, w = image.shape[:2]
+            long_side = max(h, w)
+            if w_ratio >= h_ratio:
+                size = (long_side, round(long_side * h_ratio / w_ratio))
+            else:
+                size = (round(long_side * w_ratio / h_ratio), long_side)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if is_mask else cv2.INTER_AREA)
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), image)
+    return len(files)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("variant", help="gray, or an aspect ratio W:H such as 3:2 or 1:2")
+    p.add_argument("source", type=Path)
+    p.add_argument("target", type=Path)
+    a = p.parse_args()
+    if a.variant != "gray" and not (a.variant.count(":") == 1 and all(v.replace(".", "", 1).isdigit() for v in a.variant.split(":"))):
+        p.error(f"variant must be gray or W:H, got {a.variant!r}")
+    n = convert(a.variant, a.source, a.target)
+    print(f"{n} images written to {a.target}")
+
+
+if __name__ == "__main__":
+    main()
