@@ -3,11 +3,13 @@ category, to run bench/bottle.py on.
 
     python bench/bottle_variants.py gray  ../shared/datasets/mvtec_bottle /tmp/bottle-gray
     python bench/bottle_variants.py 3:2   ../shared/datasets/mvtec_bottle /tmp/bottle-3x2
+    python bench/bottle_variants.py px192 ../shared/datasets/mvtec_bottle /tmp/bottle-192
     python bench/bottle.py --name default-gray --data /tmp/bottle-gray --quiet
 
 Only bottle is at hand, but the default is judged on categories that are grayscale (MVTec's
-grid, screw, zipper) or not square. `gray` writes every image as a single-channel PNG;
-`W:H` resizes every image and mask to that aspect ratio (the long side kept; masks with
+grid, screw, zipper), not square, or small. `gray` writes every image as a single-channel
+PNG; `pxN` shrinks every image and mask to N pixels on the long side (below the working
+size the model enlarges them again); `W:H` resizes every image and mask to that aspect ratio (the long side kept; masks with
 nearest-neighbour), so the parts are squeezed as a camera with another sensor shape would
 frame them, and the model has to letterbox (below 2:1) or tile (2:1 and wider) them.
 The copy goes outside the repository: the data's licence forbids copying it in.
@@ -27,7 +29,7 @@ def convert(variant: str, source: Path, target: Path) -> int:
     files = sorted(source.rglob("*.png"))
     if not files:
         raise SystemExit(f"error: {source}: no PNG images found")
-    if variant != "gray":
+    if ":" in variant:
         w_ratio, h_ratio = (float(v) for v in variant.split(":"))
     for path in tqdm(files, desc=f"{variant} copy", unit="img"):
         is_mask = "ground_truth" in path.parts
@@ -37,6 +39,11 @@ def convert(variant: str, source: Path, target: Path) -> int:
         if variant == "gray":
             if not is_mask and image.ndim == 3:
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif variant.startswith("px"):
+            h, w = image.shape[:2]
+            scale = int(variant[2:]) / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if is_mask else cv2.INTER_AREA)
         else:
             h, w = image.shape[:2]
             long_side = max(h, w)
@@ -53,12 +60,13 @@ def convert(variant: str, source: Path, target: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("variant", help="gray, or an aspect ratio W:H such as 3:2 or 1:2")
+    p.add_argument("variant", help="gray, pxN (long side N pixels), or an aspect ratio W:H such as 3:2 or 1:2")
     p.add_argument("source", type=Path)
     p.add_argument("target", type=Path)
     a = p.parse_args()
-    if a.variant != "gray" and not (a.variant.count(":") == 1 and all(v.replace(".", "", 1).isdigit() for v in a.variant.split(":"))):
-        p.error(f"variant must be gray or W:H, got {a.variant!r}")
+    ratio = a.variant.count(":") == 1 and all(v.replace(".", "", 1).isdigit() for v in a.variant.split(":"))
+    if a.variant != "gray" and not ratio and not (a.variant.startswith("px") and a.variant[2:].isdigit()):
+        p.error(f"variant must be gray, pxN or W:H, got {a.variant!r}")
     n = convert(a.variant, a.source, a.target)
     print(f"{n} images written to {a.target}")
 
