@@ -51,6 +51,12 @@ class ModelConfig:
     # multiple of 16, the coarsest tapped block's stride); 0 = the convolutions' zero
     # padding meets the image edge.
     feature_border: int = 16
+    # Scale the standardised features so each tapped block weighs the same in the
+    # residual and the patch distance, not each channel (by default the 112 channels of
+    # block 10 outweigh the 64 of the two finer blocks). Off: on the grass and gravel
+    # photos it lowered image AUROC by 0.03 and 0.01 and missed more contamination
+    # (BENCHMARKS.md 1b); kept to reproduce that row.
+    balance_feature_blocks: bool = False
     feature_hidden: int = 128
     feature_latent: int = 48
     # Patch memory (PatchCore-style): how many normal patch features are kept (chosen by

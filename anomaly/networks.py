@@ -117,7 +117,8 @@ class FeatureExtractor(nn.Module):
         # the grid covers the mirrored margin too: margin cells give the image's edge
         # cells whole neighbourhoods downstream, and are cut off the final maps
         self.grid = (cfg.image_size + 2 * cfg.feature_border) // cfg.feature_stride
-        self.channels = sum(int(self.blocks[i]._bn2.num_features) for i in self.taps)
+        self.block_channels = tuple(int(self.blocks[i]._bn2.num_features) for i in self.taps)
+        self.channels = sum(self.block_channels)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()

@@ -50,7 +50,8 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 @torch.no_grad()
 def feature_statistics(module: InspectionModule, images: list[np.ndarray], batch_size: int) -> None:
     """Per-channel mean and std of backbone features on the training images, so each
-    feature channel weighs the same in the reconstruction error."""
+    feature channel weighs the same in the reconstruction error (or, with
+    balance_feature_blocks, each tapped block does, whatever its channel count)."""
     assert module.features is not None
     total = total_sq = None
     count = 0
@@ -63,6 +64,9 @@ def feature_statistics(module: InspectionModule, images: list[np.ndarray], batch
         count += f.shape[0] * f.shape[2] * f.shape[3]
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-8).sqrt()
+    if module.cfg.balance_feature_blocks:  # each block's channels together weigh 1/blocks
+        sizes = module.features.block_channels
+        std = std * torch.cat([torch.full((c,), (len(sizes) * c / sum(sizes)) ** 0.5, dtype=std.dtype) for c in sizes])
     module.feature_mean.copy_(mean.float().view(1, -1, 1, 1))
     module.feature_std.copy_(std.float().view(1, -1, 1, 1))
 

@@ -161,3 +161,20 @@ def test_memory_calibration_maps_are_the_modules_raw_maps():
     assert levels[0] != levels[1] and min(levels) > 0
     det.module.residual_scale.copy_(torch.tensor(levels))
     np.testing.assert_allclose(maps, det._raw_maps(fitted), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_feature_statistics_weigh_channels_or_blocks_alike(balanced):
+    from anomaly.train import feature_statistics, to_tensor
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((64, 64, 3), dtype=np.float32) for _ in range(4)]
+    module = InspectionModule(ModelConfig(image_size=64, balance_feature_blocks=balanced))
+    feature_statistics(module, images, batch_size=4)
+    f = module.standardized_features(to_tensor(images))
+    sizes = module.features.block_channels
+    bounds = np.cumsum((0,) + sizes)
+    energy = [float((f[:, a:b] ** 2).mean(dim=(0, 2, 3)).sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+    # standardised on these same images, every channel has unit energy; balanced, every block has the same
+    expected = [sum(sizes) / len(sizes)] * len(sizes) if balanced else list(sizes)
+    assert len(set(sizes)) > 1 and energy == pytest.approx(expected, rel=1e-3)
