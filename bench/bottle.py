@@ -25,6 +25,20 @@ DATA = ROOT.parent / "shared" / "datasets" / "mvtec_bottle"
 RESULTS = ROOT / "bench" / "results_bottle.jsonl"
 
 
+def median_ms(call, runs: int, warmup: int) -> float:
+    """Median wall time of `call()` in milliseconds, after `warmup` untimed calls."""
+    import numpy as np
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
 def latency_ms(onnx_path: Path, size: int, runs: int = 60) -> float:
     import numpy as np
 
@@ -32,14 +46,7 @@ def latency_ms(onnx_path: Path, size: int, runs: int = 60) -> float:
 
     insp = Inspector(onnx_path, threads=2)
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    for _ in range(5):
-        insp.run(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        insp.run(x)
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    return median_ms(lambda: insp.run(x), runs, warmup=5)
 
 
 def run(a: argparse.Namespace) -> dict:

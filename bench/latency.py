@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def photo_ms(onnx_path: Path, photo: np.ndarray, runs: int = 30) -> float:
     """Median wall time of scoring one photo, after 3 warm-up calls."""
     from anomaly.runtime import Inspector
+    from bottle import median_ms
 
     insp = Inspector(onnx_path, threads=2)
-    for _ in range(3):
-        insp.score([photo])
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        insp.score([photo])
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    return median_ms(lambda: insp.score([photo]), runs, warmup=3)
 
 
 def main() -> None:
