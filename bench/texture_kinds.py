@@ -29,6 +29,9 @@ def per_kind(model: Path, folder: Path) -> dict[str, tuple[float, int]]:
     inspector = Inspector(model)
     good = [read_image(f) for f in sorted((folder / "test" / "good").glob("*.png"))]
     bad_files = sorted((folder / "test" / "synthetic").glob("*.png"))
+    if not good or not bad_files:
+        raise SystemExit(f"{folder}: needs test/good/*.png and test/synthetic/*.png (a texture folder written by "
+                         "bench/textures.py, e.g. WORKDIR/data/independent-quadrants-val-test120/grass)")
     good_scores = inspector.score(good)[1]
     bad_scores = inspector.score([read_image(f) for f in bad_files])[1]
     is_gray = bool(np.all(good[0][:, :, 0] == good[0][:, :, 1]))
