@@ -621,26 +621,17 @@ def missing_material(
     return _retry(img, rng, scale, reg, draw)
 
 
-def _procedural_texture(
-    shape: tuple[int, int], rng: np.random.Generator, base: np.ndarray, same_level: bool = False
-) -> np.ndarray:
+def _procedural_texture(shape: tuple[int, int], rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
     """A foreign-looking texture (stripes, mottled colour, speckle or grid) for a patch.
 
     Colours are drawn far from `base` (the patch's mean colour) so the result
-    reads as contamination, not as the part; with `same_level` the texture keeps
-    `base` as its mean and differs only in structure (oil, glue or dust at the
-    part's own brightness, which a brightness test alone cannot find).
+    reads as contamination, not as the part.
     """
     h, w = shape
-    base = np.asarray(base, np.float32)
-    if same_level:
-        c1 = base
-        c2 = np.clip(base + rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.3), 0.0, 1.0).astype(np.float32)
-    else:
-        c1 = rng.uniform(0.0, 1.0, 3).astype(np.float32)
-        if np.abs(c1 - base).max() < 0.3:
-            c1 = (1.0 - base).astype(np.float32)
-        c2 = np.clip(c1 + rng.uniform(-0.4, 0.4, 3), 0.0, 1.0).astype(np.float32)
+    c1 = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+    if np.abs(c1 - base).max() < 0.3:
+        c1 = (1.0 - base).astype(np.float32)
+    c2 = np.clip(c1 + rng.uniform(-0.4, 0.4, 3), 0.0, 1.0).astype(np.float32)
     kind = int(rng.integers(4))
     if kind == 0:  # stripes
         ang, period = rng.uniform(0, np.pi), rng.uniform(3.0, 10.0)
@@ -656,10 +647,7 @@ def _procedural_texture(
         ys, xs = np.mgrid[0:h, 0:w]
         t = (((ys % period) < 2) | ((xs % period) < 2)).astype(np.float32)
     t = t[:, :, None]
-    fill = c1 * (1.0 - t) + c2 * t
-    if same_level:
-        fill = np.clip(fill - fill.reshape(-1, 3).mean(axis=0) + base, 0.0, 1.0)
-    return fill.astype(np.float32)
+    return (c1 * (1.0 - t) + c2 * t).astype(np.float32)
 
 
 def _texture_crop(texture: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -691,16 +679,14 @@ def perlin_foreign_texture(
     center: tuple[float, float] | None = None,
     texture: np.ndarray | None = None,
     opacity: tuple[float, float] = (0.6, 1.0),
-    same_level: float = 0.5,
 ) -> Defect:
     """A Perlin-noise-shaped area filled with a foreign texture (DRAEM-style anomaly).
 
     The shape is thresholded Perlin noise pulled towards the centre so it
     forms one irregular island of about `scale` x the shorter side. The fill
     is a random crop of `texture` (any RGB image, float or uint8) or, if None,
-    a procedural texture: in a contrasting colour, or with chance `same_level`
-    at the patch's own mean colour (foreign structure only); blended with a
-    random opacity from `opacity` and a one-pixel soft edge.
+    a procedural texture in a contrasting colour; blended with a random
+    opacity from `opacity` and a one-pixel soft edge.
     """
     img = _as_image(image)
     reg = _as_region(region, img)
@@ -721,8 +707,7 @@ def perlin_foreign_texture(
         if texture is not None:
             fill = _texture_crop(texture, shape, rng)
         else:
-            level = rng.random() < same_level
-            fill = _procedural_texture(shape, rng, old.reshape(-1, 3).mean(axis=0), same_level=level)
+            fill = _procedural_texture(shape, rng, old.reshape(-1, 3).mean(axis=0))
         a = (alpha * rng.uniform(*opacity))[:, :, None]
         patch = old * (1.0 - a) + fill * a
         return _commit(img, win, patch, reg)
