@@ -109,7 +109,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "Image AUROC, pixel AUROC, pixel AUPRO (FPR limit 0.3), image F1 and the confusion matrix at the "
         "calibrated threshold, overall and per defect type. MODEL is a model folder or an exported .onnx file."))
     p.add_argument("model", type=Path, help="model folder (from train) or .onnx file (from export)")
-    p.add_argument("data", type=Path, help="MVTec-style category folder (test/good, test/<defect>, ground_truth/<defect>)")
+    p.add_argument("data", type=Path, help="MVTec-style category folder (test/good, test/<defect>, ground_truth/<defect>; "
+                        "or MVTec AD 2's test_public/)")
     p.add_argument("--json", type=Path, default=None, help="write all metrics to this JSON file")
     p.add_argument("--report", type=Path, default=None, help="folder for the visual report (panels per defect type and roc.png)")
     p.add_argument("--report-count", type=int, default=2, help="images per defect type in the report (default 2)")

@@ -3,8 +3,9 @@
 MVTec layout: `train/good/*`, `test/good/*`, `test/<defect>/*`,
 `ground_truth/<defect>/<name>_mask.png`, and optionally `validation/good/*` (as in MVTec
 AD 2): good images kept apart from training, which then stop training and calibrate
-thresholds instead of a random share of `train/good`. A plain folder is taken as
-all-good training images. Unreadable files are reported (with their path and the reason) and skipped,
+thresholds instead of a random share of `train/good`. MVTec AD 2's public test split,
+`test_public/{good,bad}` with masks in `test_public/ground_truth/bad/`, is read as the
+test split when there is no `test/`. A plain folder is taken as all-good training images. Unreadable files are reported (with their path and the reason) and skipped,
 never silently dropped. No torch here: the runtime evaluates with it too.
 """
 
@@ -53,18 +54,33 @@ def _require_dir(path: Path) -> None:
         raise DatasetError(f"{path}: not a folder")
 
 
+TEST_FOLDERS = ("test", "test_public")  # MVTec AD; MVTec AD 2's public test split
+
+
+def labelled_folder(root: Path) -> Path | None:
+    """The labelled test split of an MVTec-style folder, or None."""
+    return next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+
+
+def _find_mask(root: Path, test_dir: Path, defect: str, image: Path) -> Path | None:
+    """A defect image's ground truth: `<name>_mask.png` (MVTec), `<name>_mask<ext>` or
+    `<name>.png`, in `ground_truth/<defect>/` beside the test split or inside it (MVTec AD 2)."""
+    for folder in (root / "ground_truth" / defect, test_dir / "ground_truth" / defect):
+        for name in (f"{image.stem}_mask.png", f"{image.stem}_mask{image.suffix}", f"{image.stem}.png"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
 def _mvtec_test(root: Path) -> list[TestSample]:
-    """Labelled test images of an MVTec-style folder (empty if there is no test/)."""
-    test_dir = root / "test"
-    if not test_dir.is_dir():
+    """Labelled test images of an MVTec-style folder (empty if there is no test split)."""
+    test_dir = labelled_folder(root)
+    if test_dir is None:
         return []
     samples = []
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != "ground_truth"):
         for img in list_images(defect_dir):
-            mask = None
-            if defect_dir.name != "good":
-                candidate = root / "ground_truth" / defect_dir.name / f"{img.stem}_mask.png"
-                mask = candidate if candidate.is_file() else None
+            mask = None if defect_dir.name == "good" else _find_mask(root, test_dir, defect_dir.name, img)
             samples.append(TestSample(img, defect_dir.name, mask))
     return samples
 
@@ -95,11 +111,12 @@ def find_test_set(root: str | Path) -> list[TestSample]:
     """The labelled test split of an MVTec-style folder, or a clear error."""
     root = Path(root)
     _require_dir(root)
-    if not (root / "test").is_dir():
-        raise DatasetError(f"{root}: not an MVTec-style folder (no test/ subfolder)")
+    test_dir = labelled_folder(root)
+    if test_dir is None:
+        raise DatasetError(f"{root}: not an MVTec-style folder (no test/ or test_public/ subfolder)")
     samples = _mvtec_test(root)
     if not samples:
-        raise DatasetError(f"{root / 'test'}: no test images found")
+        raise DatasetError(f"{test_dir}: no test images found")
     return samples
 
 

@@ -123,11 +123,12 @@ class Detector:
         out = []
         for sample in find_test_set(folder):
             if sample.is_defective and sample.mask_path is None:
-                raise DatasetError(f"{sample.path}: no ground-truth mask (expected under ground_truth/{sample.defect}/)")
+                raise DatasetError(f"{sample.path}: no ground-truth mask (looked for {sample.path.stem}_mask.png "
+                                   f"in ground_truth/{sample.defect}/ beside and inside the test folder)")
             image = read_image(sample.path)
             out.append((image, sample.is_defective, load_mask(sample, image.shape[:2])))
         if not any(defective for _, defective, _ in out):
-            raise DatasetError(f"{folder}: no defect images (test/<defect>/...)")
+            raise DatasetError(f"{folder}: no defect images (test/<defect>/... or test_public/bad/...)")
         return out
 
     def _fit_pair(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -8,7 +8,9 @@ Pixel metrics are computed on the grid the model works on (as anomalib does): th
 with its longest side at the working size, or for a tiled model the tiled frame (a
 long strip keeps its detail). `eval_size` instead puts the longest side at that many
 pixels. Heatmaps are area-averaged onto the grid and ground-truth masks resampled (a
-pixel is defect if at least half of it was).
+pixel is defect if at least half of it was). A defect image without a mask counts for
+the image metrics only: taking its pixels as all good would punish the heatmap for
+finding the defect.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def _downsample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(a.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray], maps: list[np.ndarray], threshold: float) -> dict[str, Any]:
+def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray | None], maps: list[np.ndarray],
+                 threshold: float) -> dict[str, Any]:
     pred = scores >= threshold
     out: dict[str, Any] = {
         "count": int(labels.size),
@@ -68,6 +71,8 @@ def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray]
         "image_f1": metrics.f1_score(labels, pred),
         "confusion": metrics.confusion(labels, pred),
     }
+    known = [i for i, m in enumerate(masks) if m is not None]
+    masks, maps = [masks[i] for i in known], [maps[i] for i in known]
     has_defect_pixels = any(m.any() for m in masks)
     out["pixel_auroc"] = metrics.pixel_auroc(masks, maps) if has_defect_pixels else None
     out["pixel_aupro"] = metrics.aupro(masks, maps, fpr_limit=0.3) if has_defect_pixels else None
@@ -85,9 +90,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every test image and compute metrics overall and per defect type."""
     samples = find_test_set(data)
+    unmasked = [s for s in samples if s.is_defective and s.mask_path is None]
+    if unmasked:
+        print(f"warning: {len(unmasked)} defect image(s) have no ground-truth mask (e.g. {unmasked[0].path}); "
+              "they count for the image metrics only")
     grid = model_grid(scorer)
     kept: list[TestSample] = []
-    scores, maps, masks, errors = [], [], [], []
+    scores: list[float] = []
+    maps: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
+    errors: list[str] = []
     for s in tqdm(samples, desc="evaluating", unit="img", disable=not progress):
         try:
             img = read_image(s.path)
@@ -98,7 +110,8 @@ def evaluate(
         (hm,), (sc,) = scorer.score([img])
         shape = _eval_shape(*img.shape[:2], eval_size, grid)
         maps.append(_downsample(hm, shape))
-        masks.append(_downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
+        unknown = s.is_defective and s.mask_path is None
+        masks.append(None if unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
         scores.append(float(sc))
         kept.append(s)
     labels = np.array([s.is_defective for s in kept])
@@ -108,7 +121,8 @@ def evaluate(
                               "pixel_threshold": float(scorer.pixel_threshold),
                               "eval_grid": f"longest side {eval_size}" if eval_size else
                               ("model working grid" if grid else f"longest side {DEFAULT_EVAL_SIZE}"),
-                              "skipped": errors}
+                              "skipped": errors,
+                              "without_mask": [str(s.path) for s in kept if s.is_defective and s.mask_path is None]}
     result.update(_metrics_for(labels, score_arr, masks, maps, thr))
     best_thr, best_f1 = metrics.best_f1_threshold(labels, score_arr) if 0 < labels.sum() < labels.size else (None, None)
     result["best_image_f1"] = {"threshold": best_thr, "f1": best_f1, "note": "oracle: chosen on this test set"}

@@ -31,6 +31,22 @@ def test_mvtec_layout_found_with_masks(tmp_path):
     assert load_mask(test[1], (16, 16)).all() and not load_mask(test[0], (16, 16)).any()
 
 
+def test_mvtec_ad2_layout_test_public_with_masks_inside(tmp_path):
+    """MVTec AD 2: test_public/{good,bad}, masks in test_public/ground_truth/bad/."""
+    for i in range(3):
+        _img(tmp_path / "train/good" / f"{i:03d}.png")
+    _img(tmp_path / "validation/good/000.png")
+    _img(tmp_path / "test_public/good/000.png")
+    _img(tmp_path / "test_public/bad/000_regular.png")
+    _img(tmp_path / "test_public/bad/001_overexposed.png")
+    save_image(tmp_path / "test_public/ground_truth/bad/000_regular_mask.png", np.ones((16, 16), np.uint8) * 255)
+    ds = find_dataset(tmp_path)
+    assert ds.is_mvtec and len(ds.train) == 3 and len(ds.validation) == 1
+    test = find_test_set(tmp_path)
+    assert [(s.path.name, s.defect, s.mask_path is not None) for s in test] == [
+        ("000_regular.png", "bad", True), ("001_overexposed.png", "bad", False), ("000.png", "good", False)]
+
+
 def test_plain_folder_and_errors(tmp_path):
     _img(tmp_path / "a.png")
     assert len(find_dataset(tmp_path).train) == 1 and not find_dataset(tmp_path).is_mvtec
