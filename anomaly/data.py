@@ -12,6 +12,7 @@ never silently dropped. No torch here: the runtime evaluates with it too.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,18 +135,24 @@ def split_holdout(paths: list[Path], fraction: float, minimum: int, seed: int) -
     return fit, hold
 
 
-def load_images(paths: list[Path], warn=None) -> tuple[list[np.ndarray], list[Path]]:
-    """Read images; unreadable ones are reported through `warn` (default: stderr) and
-    skipped. Returns the images and the paths that loaded."""
+def iter_images(paths: Iterable[Path], warn=None) -> Iterator[tuple[Path, np.ndarray]]:
+    """(path, image) for each readable image, one at a time, so a caller that shrinks
+    them to a working size never holds a folder of large photos in memory at full
+    resolution; unreadable ones are reported through `warn` (default: stderr) and skipped."""
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    images, ok = [], []
     for p in paths:
         try:
-            images.append(read_image(p))
-            ok.append(p)
+            image = read_image(p)
         except ImageReadError as exc:
             warn(f"skipped {exc}")
-    return images, ok
+            continue
+        yield p, image
+
+
+def load_images(paths: list[Path], warn=None) -> tuple[list[np.ndarray], list[Path]]:
+    """Read images (see `iter_images`). Returns the images and the paths that loaded."""
+    pairs = list(iter_images(paths, warn))
+    return [image for _, image in pairs], [p for p, _ in pairs]
 
 
 def load_mask(sample: TestSample, shape: tuple[int, int]) -> np.ndarray:

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from . import __version__
 from .calibrate import Calibration, calibrate, edge_profile
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DatasetError, find_dataset, find_test_set, load_images, load_mask, split_holdout
+from .data import DatasetError, find_dataset, find_test_set, iter_images, load_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
 from .imageio import Layout, per_image, prepare, read_image
@@ -74,11 +75,20 @@ class Detector:
             fit_paths, hold_paths = dataset.train, dataset.validation
         else:
             fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
-        fit_raw, fit_ok = load_images(fit_paths)
+        # Training images are brought to the working size as they are read: 400 photos of
+        # 2448x2048 would take 24 GB as float images. The held-out ones are kept whole,
+        # because synthetic calibration paints its defects at their own resolution.
+        fit_views: list[np.ndarray] = []
+        fit_ok: list[Path] = []
+        sizes_seen: set[tuple[int, int]] = set()
+        reading = tqdm(fit_paths, desc="reading", unit="img", disable=not progress, leave=False)
+        for path, img in iter_images(reading):
+            fit_views.extend(self._fit(img)[0])
+            fit_ok.append(path)
+            sizes_seen.add(img.shape[:2])
         hold_raw, hold_ok = load_images(hold_paths)
-        if len(fit_raw) < 2 or not hold_raw:
-            raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_raw) + len(hold_raw)})")
-        fit_views = [view for img in fit_raw for view in self._fit(img)[0]]
+        if len(fit_ok) < 2 or not hold_raw:
+            raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_ok) + len(hold_raw)})")
         hold_prepared = [self._fit(img) for img in hold_raw]
         hold_views = [view for views, _ in hold_prepared for view in views]
         history = train(self.module, fit_views, hold_views, tc, progress=progress, real_defects=real)
@@ -88,7 +98,7 @@ class Detector:
                                         [np.zeros(img.shape[:2], bool) for img in hold_raw] + [x[2] for x in labelled])
         else:
             self.calibrate_with_synthetic(hold_raw)
-        sizes = sorted({f"{img.shape[1]}x{img.shape[0]}" for img in fit_raw + hold_raw})
+        sizes = sorted({f"{w}x{h}" for h, w in sizes_seen | {img.shape[:2] for img in hold_raw}})
         self.summary = {
             "data": str(Path(data).resolve()),
             "train_count": len(fit_ok),
