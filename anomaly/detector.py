@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 from . import __version__
 from .calibrate import Calibration, calibrate, edge_profile
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DatasetError, find_dataset, find_test_set, iter_images, load_images, load_mask, split_holdout
+from .data import DatasetError, find_dataset, find_test_set, iter_images, load_mask, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
-from .imageio import Layout, per_image, prepare, read_image
+from .imageio import Layout, limit_detail, per_image, prepare, read_image
 from .metrics import f1_operating_threshold, pixel_f1_threshold
 from .model import InspectionModule, separable_blur
 from .train import to_tensor, train
@@ -76,8 +76,9 @@ class Detector:
         else:
             fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
         # Training images are brought to the working size as they are read: 400 photos of
-        # 2448x2048 would take 24 GB as float images. The held-out ones are kept whole,
-        # because synthetic calibration paints its defects at their own resolution.
+        # 2448x2048 would take 24 GB as float images. The held-out ones are kept as images,
+        # because synthetic calibration paints its defects on them, but at no more than
+        # 4x the detail the model sees (`limit_detail`).
         fit_views: list[np.ndarray] = []
         fit_ok: list[Path] = []
         sizes_seen: set[tuple[int, int]] = set()
@@ -86,7 +87,12 @@ class Detector:
             fit_views.extend(self._fit(img)[0])
             fit_ok.append(path)
             sizes_seen.add(img.shape[:2])
-        hold_raw, hold_ok = load_images(hold_paths)
+        hold_raw: list[np.ndarray] = []
+        hold_ok: list[Path] = []
+        for path, img in iter_images(hold_paths):
+            sizes_seen.add(img.shape[:2])
+            hold_raw.append(limit_detail(img, *self.model_config.grid))
+            hold_ok.append(path)
         if len(fit_ok) < 2 or not hold_raw:
             raise DatasetError(f"{dataset.root}: too few readable images to train ({len(fit_ok) + len(hold_raw)})")
         hold_prepared = [self._fit(img) for img in hold_raw]
@@ -98,7 +104,7 @@ class Detector:
                                         [np.zeros(img.shape[:2], bool) for img in hold_raw] + [x[2] for x in labelled])
         else:
             self.calibrate_with_synthetic(hold_raw)
-        sizes = sorted({f"{w}x{h}" for h, w in sizes_seen | {img.shape[:2] for img in hold_raw}})
+        sizes = sorted({f"{w}x{h}" for h, w in sizes_seen})
         self.summary = {
             "data": str(Path(data).resolve()),
             "train_count": len(fit_ok),

@@ -261,6 +261,21 @@ def working_shape(h: int, w: int, size: int, mode: str = "letterbox", tiles: int
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
+def limit_detail(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1,
+                 factor: float = 4.0) -> np.ndarray:
+    """The image area-averaged down to at most `factor` times the pixels per side that the
+    model sees of it (`working_shape`); smaller images are returned as they are. For
+    images kept whole while training (the held-out ones, painted with synthetic defects
+    at their own resolution): a 2448x2048 photo is 60 MB as a float image, and detail
+    finer than a quarter of a working pixel is averaged away before the model anyway."""
+    h, w = image.shape[:2]
+    grid_h, grid_w = working_shape(h, w, size, mode, tiles)
+    scale = factor * max(grid_h / h, grid_w / w)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def prepare(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[list[np.ndarray], Layout]:
     """The square model inputs for one image (float32 size x size x C) and how to map
     their heatmaps back: one letterboxed or stretched square, or tiles (see `Tiling`)."""

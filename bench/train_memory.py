@@ -70,6 +70,7 @@ def main() -> None:
     cmd = [sys.executable, "-c", child, "train", str(data), "--out", str(args.workdir / "model"),
            "--epochs", str(args.epochs), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(code))
+    revision = git_rev(code)  # before the run: the child imports the package as it is now
     start = time.perf_counter()
     run = subprocess.run(cmd, env=env, cwd=code, capture_output=True, text=True)  # "-c" puts the cwd first on sys.path
     seconds = time.perf_counter() - start
@@ -81,7 +82,7 @@ def main() -> None:
     if not package.endswith(str(code / "anomaly" / "__init__.py")):
         sys.exit(f"the child ran another package than {code}: {package}")
     raw_gb = args.count * width * height * 3 * 4 / 1024**3
-    row = (f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | {git_rev(code)} | {args.count} x {width}x{height} "
+    row = (f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | {revision} | {args.count} x {width}x{height} "
            f"({raw_gb:.1f} GiB as float images) | {args.epochs} | {peak_gb:.2f} | {seconds:.0f} | "
            f"`python bench/train_memory.py --count {args.count} --size {width}x{height} --epochs {args.epochs}"
            f"{'' if code == ROOT else ' --code ' + str(args.code)}` |")

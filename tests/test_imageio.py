@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from anomaly.imageio import (
+    limit_detail,
     ImageReadError,
     crop_to_content,
     decode_image,
@@ -149,3 +150,18 @@ def test_working_shape_is_the_grid_the_model_sees():
     assert working_shape(300, 500, 64) == (placement.content_h, placement.content_w) == (38, 64)
     _, tiling = prepare(img, 64, "auto", tiles=2)
     assert working_shape(300, 500, 64, "auto", tiles=2) == (tiling.frame_h, tiling.frame_w) == (128, 213)
+
+
+def test_limit_detail_shrinks_only_images_far_above_the_working_grid() -> None:
+    coarse = np.random.default_rng(0).random((40, 48, 3)).astype(np.float32)
+    photo = np.clip(cv2.resize(coarse, (2448, 2048), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    small = limit_detail(photo, 256)  # the model sees it as 214 x 256: keep at most 4x that
+    assert small.shape == (857, 1024, 3) and small.dtype == np.float32
+    assert abs(float(small.mean()) - float(photo.mean())) < 1e-3, "area averaging keeps the brightness"
+    prepared, _ = prepare(photo, 256)
+    from_small, _ = prepare(small, 256)
+    assert np.abs(prepared[0] - from_small[0]).max() < 0.01, "the model's view barely changes"
+    bottle = np.zeros((900, 900, 3), np.float32)
+    assert limit_detail(bottle, 256) is bottle  # 3.5x the grid: kept as it is
+    strip = np.zeros((1000, 8000, 3), np.float32)  # tiled: the frame is 256 x 2048, so 4x is 8192 wide
+    assert limit_detail(strip, 256, "auto") is strip
