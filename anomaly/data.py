@@ -35,6 +35,11 @@ class TestSample:
     def is_defective(self) -> bool:
         return self.defect != "good"
 
+    @property
+    def mask_unknown(self) -> bool:
+        """A defect image without a ground-truth mask: where its defect is, is not known."""
+        return self.is_defective and self.mask_path is None
+
 
 @dataclass
 class Dataset:

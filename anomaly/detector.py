@@ -138,7 +138,7 @@ class Detector:
         """(image, is defective, mask) for every image of a labelled folder."""
         out = []
         for sample in find_test_set(folder):
-            if sample.is_defective and sample.mask_path is None:
+            if sample.mask_unknown:
                 raise DatasetError(f"{sample.path}: no ground-truth mask (looked for {sample.path.stem}_mask.png "
                                    f"in ground_truth/{sample.defect}/ beside and inside the test folder)")
             image = read_image(sample.path)

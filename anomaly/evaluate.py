@@ -90,10 +90,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every test image and compute metrics overall and per defect type."""
     samples = find_test_set(data)
-    unmasked = [s for s in samples if s.is_defective and s.mask_path is None]
-    if unmasked:
-        print(f"warning: {len(unmasked)} defect image(s) have no ground-truth mask (e.g. {unmasked[0].path}); "
-              "they count for the image metrics only")
     grid = model_grid(scorer)
     kept: list[TestSample] = []
     scores: list[float] = []
@@ -110,10 +106,13 @@ def evaluate(
         (hm,), (sc,) = scorer.score([img])
         shape = _eval_shape(*img.shape[:2], eval_size, grid)
         maps.append(_downsample(hm, shape))
-        unknown = s.is_defective and s.mask_path is None
-        masks.append(None if unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
+        masks.append(None if s.mask_unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
         scores.append(float(sc))
         kept.append(s)
+    without_mask = [str(s.path) for s in kept if s.mask_unknown]
+    if without_mask:
+        print(f"warning: {len(without_mask)} defect image(s) have no ground-truth mask (e.g. {without_mask[0]}); "
+              "they count for the image metrics only")
     labels = np.array([s.is_defective for s in kept])
     score_arr = np.array(scores)
     thr = float(scorer.image_threshold)
@@ -122,7 +121,7 @@ def evaluate(
                               "eval_grid": f"longest side {eval_size}" if eval_size else
                               ("model working grid" if grid else f"longest side {DEFAULT_EVAL_SIZE}"),
                               "skipped": errors,
-                              "without_mask": [str(s.path) for s in kept if s.is_defective and s.mask_path is None]}
+                              "without_mask": without_mask}
     result.update(_metrics_for(labels, score_arr, masks, maps, thr))
     best_thr, best_f1 = metrics.best_f1_threshold(labels, score_arr) if 0 < labels.sum() < labels.size else (None, None)
     result["best_image_f1"] = {"threshold": best_thr, "f1": best_f1, "note": "oracle: chosen on this test set"}
