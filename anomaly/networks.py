@@ -127,7 +127,8 @@ class FeatureExtractor(nn.Module):
         # Always eval: batch-norm statistics stay the ImageNet ones.
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def tapped_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tapped blocks' outputs at their own resolutions."""
         # Mirror the image past its border before the trunk: the convolutions' zero
         # padding then meets the mirrored margin, not the image's edge.
         b = self.border
@@ -136,13 +137,20 @@ class FeatureExtractor(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i in self.taps:
-                tap, size = h, h.shape[-1]
-                if size > self.grid:  # finer than the grid: average, keeping all detail's energy
-                    tap = F.avg_pool2d(tap, kernel_size=size // self.grid)
-                elif size < self.grid:
-                    tap = F.interpolate(tap, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-                outs.append(tap)
-        return torch.cat(outs, dim=1)
+                outs.append(h)
+        return outs
+
+    def to_grid(self, tap: torch.Tensor) -> torch.Tensor:
+        """A block's output on the common grid: averaged if finer, bilinear if coarser."""
+        size = tap.shape[-1]
+        if size > self.grid:
+            return F.avg_pool2d(tap, kernel_size=size // self.grid)
+        if size < self.grid:
+            return F.interpolate(tap, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        return tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.to_grid(tap) for tap in self.tapped_outputs(x)], dim=1)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, separable: bool = False) -> nn.Module:

@@ -38,24 +38,10 @@ def patch_extractor() -> None:
         self.channels = sum(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.border
-        h = self.stem(F.pad(x, (b, b, b, b), mode="reflect") if b else x)
-        outs = []
-        for i, block in enumerate(self.blocks):
-            h = block(h)
-            if i not in self.taps:
-                continue
-            size = h.shape[-1]
-            if size > self.grid:
-                k = size // self.grid
-                outs.append(F.avg_pool2d(h, kernel_size=k))
-                if i == self.taps[0]:
-                    outs.append(F.avg_pool2d(h.abs(), kernel_size=k))
-            elif size < self.grid:
-                outs.append(F.interpolate(h, size=(self.grid, self.grid), mode="bilinear", align_corners=False))
-            else:
-                outs.append(h)
-        return torch.cat(outs, dim=1)
+        taps = self.tapped_outputs(x)
+        finest = taps[0]
+        energy = F.avg_pool2d(finest.abs(), kernel_size=finest.shape[-1] // self.grid)
+        return torch.cat([self.to_grid(finest), energy] + [self.to_grid(t) for t in taps[1:]], dim=1)
 
     networks.FeatureExtractor.__init__ = init
     networks.FeatureExtractor.forward = forward
