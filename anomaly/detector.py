@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -133,16 +134,21 @@ class Detector:
         }
         return self
 
-    @staticmethod
-    def _load_labelled(folder: str | Path) -> list[tuple[np.ndarray, bool, np.ndarray]]:
-        """(image, is defective, mask) for every image of a labelled folder."""
+    def _load_labelled(self, folder: str | Path) -> list[tuple[np.ndarray, bool, np.ndarray]]:
+        """(image, is defective, mask) for every image of a labelled folder, at no more
+        than 4x the detail the model sees (`limit_detail`, as the held-out images). A
+        shrunk mask keeps every pixel its defect touched, so a hairline crack survives."""
         out = []
         for sample in find_test_set(folder):
             if sample.mask_unknown:
                 raise DatasetError(f"{sample.path}: no ground-truth mask (looked for {sample.path.stem}_mask.png "
                                    f"in ground_truth/{sample.defect}/ beside and inside the test folder)")
             image = read_image(sample.path)
-            out.append((image, sample.is_defective, load_mask(sample, image.shape[:2])))
+            mask = load_mask(sample, image.shape[:2])
+            kept = limit_detail(image, *self.model_config.grid)
+            if kept is not image:
+                mask = cv2.resize(mask.astype(np.float32), (kept.shape[1], kept.shape[0]), interpolation=cv2.INTER_AREA) > 0
+            out.append((kept, sample.is_defective, mask))
         if not any(defective for _, defective, _ in out):
             raise DatasetError(f"{folder}: no defect images (test/<defect>/... or test_public/bad/...)")
         return out

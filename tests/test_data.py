@@ -108,3 +108,26 @@ def test_unreadable_images_are_reported_and_skipped(tmp_path):
     images, ok = load_images([tmp_path / "ok.png", tmp_path / "broken.png"], warn=warnings.append)
     assert len(images) == 1 and ok == [tmp_path / "ok.png"]
     assert len(warnings) == 1 and "broken.png" in warnings[0]
+
+
+def test_labelled_defects_are_kept_at_4x_the_models_detail_with_hairlines(tmp_path):
+    """`--defects` images far larger than the model sees are shrunk like the held-out ones;
+    a 1-px crack in the mask must survive the shrinking."""
+    from anomaly.config import ModelConfig
+    from anomaly.detector import Detector
+
+    big = np.full((1200, 1200), 0.5, np.float32)
+    mask = np.zeros((1200, 1200), np.uint8)
+    mask[100:1100, 600] = 255  # a hairline, 1 px wide
+    _img(tmp_path / "test/good/000.png")
+    save_image(tmp_path / "test/crack/000.png", np.dstack([big] * 3))
+    save_image(tmp_path / "ground_truth/crack/000_mask.png", mask)
+    labelled = Detector(ModelConfig())._load_labelled(tmp_path)
+    (crack, crack_defective, crack_mask), (good, good_defective, good_mask) = labelled
+    assert crack_defective and not good_defective
+    assert crack.shape == (1024, 1024, 3) and crack_mask.shape == (1024, 1024)  # 4x the 256 grid
+    rows_hit = crack_mask.any(axis=1)  # the crack's rows 100..1099 become 85..938 at 1024/1200
+    assert rows_hit[90:930].all(), "the hairline must stay continuous"
+    assert not rows_hit[:80].any() and not rows_hit[945:].any()
+    assert crack_mask.sum() <= 2 * 1024, "and stay thin"
+    assert good.shape == (16, 16, 3) and not good_mask.any()  # small images are kept as they are
