@@ -287,6 +287,11 @@ class PatchMemory(nn.Module):
         square root would magnify float32 rounding into visible torch/onnxruntime
         differences on normal patches.
         """
+        return self.candidate_distances(f).amin(dim=3).sqrt().unsqueeze(1)
+
+    def candidate_distances(self, f: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each cell inside the margin to each search block's
+        candidate (the block's nearest patch on the search keys), (N, g, g, blocks)."""
         p = without_margin(self.patches(f), self.margin)
         n, c, h, w = p.shape
         q = p.flatten(2).transpose(1, 2)  # (N, g*g, C)
@@ -300,5 +305,4 @@ class PatchMemory(nn.Module):
         block_size = self.memory.shape[0] // self.search_blocks
         idx = torch.cat([(qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
                          for b in range(self.search_blocks)], dim=2)  # (N, g*g, blocks)
-        nearest = (q[:, :, None, :] - self.memory[idx]).pow(2).sum(dim=3).amin(dim=2).sqrt()
-        return nearest.view(n, 1, h, w)
+        return (q[:, :, None, :] - self.memory[idx]).pow(2).sum(dim=3).view(n, h, w, -1)

@@ -31,21 +31,10 @@ def knn_forward(k: int):
     """PatchMemory.forward with the mean distance to the k nearest block candidates."""
     import torch
 
-    from anomaly.networks import without_margin
-
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        p = without_margin(self.patches(f), self.margin)
-        n, c, h, w = p.shape
-        q = p.flatten(2).transpose(1, 2)
-        keys = torch.cat([-2.0 * self.search_keys(self.memory), self.memory_sqnorm[:, None]], dim=1)
-        qk = self.search_keys(q)
-        qk = torch.cat([qk, torch.ones_like(qk[:, :, :1])], dim=2)
-        block_size = self.memory.shape[0] // self.search_blocks
-        idx = torch.cat([(qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
-                         for b in range(self.search_blocks)], dim=2)
-        squared = (q[:, :, None, :] - self.memory[idx]).pow(2).sum(dim=3)
-        nearest = squared.topk(min(k, squared.shape[2]), dim=2, largest=False).values.clamp_min(0).sqrt().mean(dim=2)
-        return nearest.view(n, 1, h, w)
+        squared = self.candidate_distances(f)  # (N, g, g, blocks)
+        nearest = squared.topk(min(k, squared.shape[3]), dim=3, largest=False).values.clamp_min(0).sqrt()
+        return nearest.mean(dim=3).unsqueeze(1)
 
     return forward
 
