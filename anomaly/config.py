@@ -80,6 +80,11 @@ class ModelConfig:
     # Feature autoencoder: a small head trained on synthetic defects predicts the defect
     # mask from the feature residuals; its probability p scales the residual by (1 + p).
     segmentation_head: bool = True
+    # The head also sees the standardised features themselves, not only their residual
+    # (as DRAEM's discriminator sees the image beside its reconstruction): on a
+    # stochastic texture the autoencoder's residual is noisy everywhere, and a head that
+    # reads it alone learnt to predict nothing there (BENCHMARKS.md 1b).
+    head_sees_features: bool = False
     # Feature autoencoder and head: depthwise-separable 3x3 layers (networks.conv3x3):
     # 28% fewer multiply-adds for the whole model and 23% faster training, but bottle's
     # AUPRO fell from 0.952 to 0.948 (BENCHMARKS.md sections 1 and 3), so it is opt-in.

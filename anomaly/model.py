@@ -95,7 +95,8 @@ class InspectionModule(nn.Module):
             self.net: nn.Module = (PatchMemory(*memory) if cfg.kind == "patch_memory"
                                    else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent, cfg.separable_convs))
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-            self.head: SegmentationHead | None = SegmentationHead(nfeat, separable=cfg.separable_convs) if cfg.segmentation_head else None
+            self.head: SegmentationHead | None = (SegmentationHead(nfeat, separable=cfg.separable_convs, sees_features=cfg.head_sees_features)
+                                                 if cfg.segmentation_head else None)
             self.memory: PatchMemory | None = (PatchMemory(*memory) if cfg.kind == "feature_ae" and cfg.feature_memory else None)
         else:
             self.head = None
@@ -147,7 +148,7 @@ class InspectionModule(nn.Module):
             return d, d
         res = self.feature_residual(f)
         r = self.inner(res.mean(dim=1, keepdim=True))
-        return r, (self.inner(torch.sigmoid(self.head(res))) if self.head is not None else r)
+        return r, (self.inner(torch.sigmoid(self.head(res, f))) if self.head is not None else r)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel reconstruction in [0, 1] (pixel autoencoders only)."""

@@ -195,20 +195,23 @@ class SegmentationHead(nn.Module):
     The residual says *how* each feature differs from its reconstruction; trained on
     synthetic defects with exact masks, the head learns which patterns of difference
     are defects and which are the autoencoder's normal imprecision (edges, texture).
-    Input: log(1 + squared residual), (N, C, g, g); output: logits (N, 1, g, g).
+    Input: log(1 + squared residual), (N, C, g, g), and with `sees_features` the
+    standardised features beside it (N, 2C, g, g); output: logits (N, 1, g, g).
     """
 
-    def __init__(self, channels: int, hidden: int = 64, separable: bool = False) -> None:
+    def __init__(self, channels: int, hidden: int = 64, separable: bool = False, sees_features: bool = False) -> None:
         super().__init__()
+        self.sees_features = sees_features
         self.net = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * channels if sees_features else channels, hidden, 1), nn.ReLU(inplace=True),
             conv3x3(hidden, hidden, 1, separable), nn.ReLU(inplace=True),
             conv3x3(hidden, hidden, 1, separable), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, 1, 1),
         )
 
-    def forward(self, squared_residual: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.log1p(squared_residual))
+    def forward(self, squared_residual: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        x = torch.log1p(squared_residual)
+        return self.net(torch.cat([x, features], dim=1) if self.sees_features else x)
 
 
 def without_margin(t: torch.Tensor, margin: int) -> torch.Tensor:

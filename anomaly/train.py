@@ -194,7 +194,7 @@ def _head_step(module: InspectionModule, optimizer: torch.optim.Optimizer, f: to
     assert module.head is not None
     with torch.no_grad():
         res = module.feature_residual(f)
-    logits = module.inner(module.head(res))
+    logits = module.inner(module.head(res, f))
     prob = torch.sigmoid(logits)
     bce = F.binary_cross_entropy_with_logits(logits, mask)
     dice = 1.0 - (2 * (prob * mask).sum() + 1.0) / (prob.sum() + mask.sum() + 1.0)

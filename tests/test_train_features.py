@@ -43,9 +43,12 @@ def test_bank_rows_pair_painted_inputs_with_their_clean_targets():
     assert bool((diffs > 0).all())
 
 
-def test_head_learns_to_point_at_painted_defects():
+@pytest.mark.parametrize("sees_features", [False, True])
+def test_head_learns_to_point_at_painted_defects(sees_features):
     torch.manual_seed(0)
-    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True))
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True, head_sees_features=sees_features))
+    first = module.head.net[0]
+    assert first.in_channels == (2 if sees_features else 1) * module.features.channels
     images = _images(8)
     cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=4, head_epochs=15, learning_rate=3e-3)
     rng = np.random.default_rng(0)
@@ -56,7 +59,7 @@ def test_head_learns_to_point_at_painted_defects():
     assert losses[-1] < losses[0]
     f, _, mask = bank.batch(np.arange(len(bank.targets)))
     with torch.no_grad():
-        p = module.inner(torch.sigmoid(module.head(module.feature_residual(f))))
+        p = module.inner(torch.sigmoid(module.head(module.feature_residual(f), f)))
     inside, outside = p[mask > 0.5], p[mask == 0]
     assert inside.numel() > 0 and float(inside.mean()) > float(outside.mean()) + 0.2
 
