@@ -5,6 +5,7 @@ factors, the feature residual r and the segmentation head's defect probability p
 (the evidence is r * (1 + p)), each alone, and per defect kind.
 
     python bench/texture_components.py grass [--split quadrants-val --test-pairs 60] [--workdir /tmp/tx-quad]
+    python bench/texture_components.py ../shared/datasets/mvtec_bottle --model /tmp/bs/default-streamed
 
 Each part is the unsmoothed map divided by its own alarm level (as in
 InspectionModule.raw_map), smoothed, and its maximum over the image taken, so the sum
@@ -67,32 +68,42 @@ def defect_kinds(data: Path, bad: list[Path]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("texture")
+    p.add_argument("texture", help="a texture of bench/textures.py, or an MVTec-style folder with --model")
+    p.add_argument("--model", type=Path, help="score this trained model folder on the folder given as texture "
+                   "(e.g. a bench/bottle.py model on ../shared/datasets/mvtec_bottle) instead of training")
     p.add_argument("--split", choices=("rows", "quadrants", "quadrants-val"), default="quadrants")
     p.add_argument("--test-pairs", type=int, default=20)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/tx-quad"))
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
     a = p.parse_args()
-    data = build(a.texture, a.workdir / "data", split=a.split, n_test=2 * a.test_pairs)
     t0 = time.perf_counter()
-    det = Detector(ModelConfig(**(json.loads(a.model_json) if a.model_json else {})),
-                   TrainConfig(epochs=a.epochs)).fit(data, progress=False)
+    if a.model:
+        data = Path(a.texture)
+        det = Detector.load(a.model)
+        what = f"{data} with {a.model}"
+    else:
+        data = build(a.texture, a.workdir / "data", split=a.split, n_test=2 * a.test_pairs)
+        det = Detector(ModelConfig(**(json.loads(a.model_json) if a.model_json else {})),
+                       TrainConfig(epochs=a.epochs)).fit(data, progress=False)
+        what = f"{a.texture} ({a.split} split, trained in {time.perf_counter() - t0:.0f} s)"
     if det.module.memory is None:
         sys.exit("the default model has no patch memory: nothing to compare")
     good = sorted((data / "test/good").glob("*.png"))
-    bad = sorted((data / "test/synthetic").glob("*.png"))
+    bad = sorted(f for d in sorted((data / "test").iterdir()) if d.is_dir() and d.name != "good" for f in d.glob("*.png"))
     scores = part_scores(det, good + bad)
     labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-    print(f"{a.texture} ({a.split} split, trained in {time.perf_counter() - t0:.0f} s; "
-          f"head's final loss {det.summary['head_final_loss']}; alarm levels: autoencoder {float(det.module.residual_scale[0]):.3g}, memory {float(det.module.residual_scale[1]):.3g})")
-    kinds = defect_kinds(data, bad)
-    print(f"  {'part':12s} {'image AUROC':>11s}  " + "  ".join(f"{k:>13s}" for k in sorted(set(kinds))))
+    print(f"{what}; head's final loss {det.summary.get('head_final_loss')}; alarm levels: "
+          f"autoencoder {float(det.module.residual_scale[0]):.3g}, memory {float(det.module.residual_scale[1]):.3g}")
+    kinds = defect_kinds(data, bad) if not a.model else [f.parent.name for f in bad]
+    print(f"  {'part':12s} {'image AUROC':>11s}  {'good median':>11s}  {'bad median':>10s}  "
+          + "  ".join(f"{k:>13s}" for k in sorted(set(kinds))))
     for name, s in scores.items():
         per_kind = [roc_auc(np.r_[np.zeros(len(good)), np.ones(kinds.count(k))],
                             np.r_[s[: len(good)], s[len(good):][[j for j, kk in enumerate(kinds) if kk == k]]])
                     for k in sorted(set(kinds))]
-        print(f"  {name:12s} {roc_auc(labels, s):11.3f}  " + "  ".join(f"{v:13.3f}" for v in per_kind))
+        print(f"  {name:12s} {roc_auc(labels, s):11.3f}  {np.median(s[: len(good)]):11.3f}  {np.median(s[len(good):]):10.3f}  "
+              + "  ".join(f"{v:13.3f}" for v in per_kind))
 
 
 if __name__ == "__main__":
