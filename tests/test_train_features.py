@@ -181,3 +181,19 @@ def test_feature_statistics_weigh_channels_or_blocks_alike(balanced):
     # standardised on these same images, every channel has unit energy; balanced, every block has the same
     expected = [sum(sizes) / len(sizes)] * len(sizes) if balanced else list(sizes)
     assert len(set(sizes)) > 1 and energy == pytest.approx(expected, rel=1e-3)
+
+
+def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path):
+    """The opt-in head input (features beside the residual) survives save/load and ONNX."""
+    from anomaly.detector import Detector
+    from anomaly.export import export_onnx
+    from anomaly.parity import check_parity
+
+    cfg = ModelConfig(image_size=64, head_sees_features=True, memory_size=64)
+    det = Detector(cfg, TrainConfig(epochs=1, batch_size=8, feature_copies=2, head_epochs=1)).fit(tiny_dataset, progress=False)
+    loaded = Detector.load(det.save(tmp_path / "model"))
+    assert loaded.model_config.head_sees_features and loaded.module.head.net[0].in_channels == 2 * loaded.module.features.channels
+    images = [np.clip(img, 0, 1) for img in _images(3)]
+    assert np.allclose(loaded.score(images)[1], det.score(images)[1])
+    diff, same = check_parity(loaded, export_onnx(loaded, tmp_path / "m.onnx"), images)
+    assert diff <= 1e-4 and same
