@@ -83,7 +83,9 @@ class ModelConfig:
     # The head also sees the standardised features themselves, not only their residual
     # (as DRAEM's discriminator sees the image beside its reconstruction): on a
     # stochastic texture the autoencoder's residual is noisy everywhere, and a head that
-    # reads it alone learnt to predict nothing there (BENCHMARKS.md 1b).
+    # reads it alone learnt to predict nothing there. Off: with the features it learnt
+    # something on the grass and gravel photos, but the image score moved within noise,
+    # since p only scales the residual (BENCHMARKS.md 1b).
     head_sees_features: bool = False
     # Feature autoencoder and head: depthwise-separable 3x3 layers (networks.conv3x3):
     # 28% fewer multiply-adds for the whole model and 23% faster training, but bottle's

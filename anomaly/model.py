@@ -183,11 +183,16 @@ class InspectionModule(nn.Module):
         l2 = (recon - x).pow(2).mean(dim=1, keepdim=True)
         return l2, multiscale_ssim_residual(recon, x, self.ssim_window, self.cfg.ssim_scales)
 
+    def evidence(self, r: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's evidence from the residual and the head's probability:
+        r * (1 + p), or r alone without a head."""
+        return r * (1.0 + p) if self.head is not None else r
+
     def evidence_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Feature models, unsmoothed: the autoencoder's evidence r * (1 + p) (r alone
-        without a head) and the memory distance (None without a memory)."""
+        """Feature models, unsmoothed: the autoencoder's evidence (see `evidence`) and
+        the memory distance (None without a memory)."""
         r, p, d = self.feature_components(x)
-        return (r * (1.0 + p) if self.head is not None else r), d
+        return self.evidence(r, p), d
 
     def raw_map(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed residual before calibration. L2 and SSIM are each divided by their

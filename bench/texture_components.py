@@ -47,8 +47,7 @@ def part_scores(det: Detector, files: list[Path]) -> dict[str, np.ndarray]:
         with torch.no_grad():
             x = to_tensor(views)
             r, p, distance = m.feature_components(x)
-            evidence = r * (1.0 + p) if m.head is not None else r
-            e = separable_blur(evidence / scale[0], m.smooth_kernel)
+            e = separable_blur(m.evidence(r, p) / scale[0], m.smooth_kernel)
             d = separable_blur(distance / scale[1], m.smooth_kernel)
             parts = [("residual r", separable_blur(r, m.smooth_kernel)), ("head p", separable_blur(p, m.smooth_kernel)),
                      ("autoencoder", e), ("memory", d), ("sum", e + d)]
