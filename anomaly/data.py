@@ -5,7 +5,8 @@ MVTec layout: `train/good/*`, `test/good/*`, `test/<defect>/*`,
 AD 2): good images kept apart from training, which then stop training and calibrate
 thresholds instead of a random share of `train/good`. MVTec AD 2's public test split,
 `test_public/{good,bad}` with masks in `test_public/ground_truth/bad/`, is read as the
-test split when there is no `test/`. A plain folder is taken as all-good training images. Unreadable files are reported (with their path and the reason) and skipped,
+test split when there is no `test/`. A plain folder is taken as all-good training
+images. Unreadable files are reported (with their path and the reason) and skipped,
 never silently dropped. No torch here: the runtime evaluates with it too.
 """
 
