@@ -4,4 +4,6 @@ The runtime side (imageio, runtime, batch, data, metrics) imports no torch; trai
 and export (model, train, detector, export) need the `train` extra.
 """
 
+from . import allocator  # noqa: F401  (sets torch's huge-page switch before torch loads)
+
 __version__ = "0.1.0"

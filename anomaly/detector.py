@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .calibrate import Calibration, calibrate, edge_profile
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import DatasetError, find_dataset, find_test_set, iter_images, load_mask, split_holdout
@@ -41,6 +42,7 @@ class Detector:
     def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None) -> None:
         self.model_config = model_config or ModelConfig()
         self.train_config = train_config or TrainConfig()
+        keep_freed_memory()  # the torch side runs 3x faster when freed memory is reused (allocator.py)
         torch.manual_seed(self.train_config.seed)  # initial weights are part of what --seed fixes
         self.module = InspectionModule(self.model_config)
         self.calibration: Calibration | None = None

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .augment import augment, augment_pair
 from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
@@ -410,6 +411,7 @@ def train(
     the working size) fine-tune the feature model's segmentation head."""
     if real_defects and module.head is None:
         raise ValueError("fine-tuning on real defects needs a feature model with a segmentation head")
+    keep_freed_memory()  # reuse activations' memory instead of faulting in new pages each batch
     if module.features is not None:
         if cfg.perceptual_weight > 0 or cfg.adversarial_weight > 0:
             raise ValueError("the perceptual and adversarial terms are for pixel autoencoders (ae, vae); the "
