@@ -1,6 +1,8 @@
-"""What keeping freed memory (anomaly/allocator.py) does to the torch side: the frozen
+"""What reusing freed memory (anomaly/allocator.py) does to the torch side: the frozen
 backbone's time per image, page faults and kernel time per batch, and peak memory,
-each in a fresh process, with glibc's default and with `keep_freed_memory()`.
+each in a fresh process: glibc's and torch's defaults, torch's 2 MB pages alone
+(THP_MEM_ALLOC_ENABLE=1, what importing anomaly sets), and those plus
+`keep_freed_memory()` (what training does).
 
     python bench/allocator.py [--sizes 256,320] [--batches 6] [--out bench/results_allocator.md]
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -44,9 +47,14 @@ print(json.dumps({{"kept": kept, "ms_per_image": 1000 * seconds / (16 * batches)
 """
 
 
-def run(size: int, keep: bool, batches: int, features: Path) -> dict:
+VARIANTS = {"glibc default": ("0", False), "2 MB pages": ("1", False), "2 MB pages + kept heap": ("1", True)}
+
+
+def run(size: int, variant: str, batches: int, features: Path) -> dict:
+    huge_pages, keep = VARIANTS[variant]
     code = CHILD.format(root=str(ROOT), keep=keep, size=size, batches=batches, features=str(features))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "THP_MEM_ALLOC_ENABLE": huge_pages}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -54,7 +62,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256,320")
     p.add_argument("--batches", type=int, default=6)
-    p.add_argument("--rounds", type=int, default=2, help="alternate default / kept this many times")
+    p.add_argument("--rounds", type=int, default=2, help="go through the variants this many times")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results_allocator.md")
     a = p.parse_args()
     import torch
@@ -62,12 +70,13 @@ if __name__ == "__main__":
     rows = []
     for size in (int(s) for s in a.sizes.split(",")):
         for r in range(a.rounds):
-            for keep in (False, True):
-                f = Path(f"/tmp/anomaly-allocator-{size}-{int(keep)}.pt")
-                res = run(size, keep, a.batches, f)
-                rows.append({"size": size, "round": r + 1, "keep": keep, **res})
+            for k, variant in enumerate(VARIANTS):
+                f = Path(f"/tmp/anomaly-allocator-{size}-{k}.pt")
+                res = run(size, variant, a.batches, f)
+                rows.append({"size": size, "round": r + 1, "variant": variant, **res})
                 print(rows[-1], flush=True)
-        same = torch.equal(torch.load(f"/tmp/anomaly-allocator-{size}-0.pt"), torch.load(f"/tmp/anomaly-allocator-{size}-1.pt"))
+        first = torch.load(f"/tmp/anomaly-allocator-{size}-0.pt")
+        same = all(torch.equal(first, torch.load(f"/tmp/anomaly-allocator-{size}-{k}.pt")) for k in range(1, len(VARIANTS)))
         rows.append({"size": size, "identical": same})
         print(f"size {size}: features bit-identical: {same}", flush=True)
     lines = ["# Keeping freed memory on the torch side (bench/allocator.py)", "",
@@ -80,11 +89,11 @@ if __name__ == "__main__":
     for r in rows:
         if "identical" in r:
             continue
-        lines.append(f"| {r['size']} | {r['round']} | {'kept freed memory' if r['keep'] else 'glibc default'} | "
+        lines.append(f"| {r['size']} | {r['round']} | {r['variant']} | "
                      f"{r['ms_per_image']:.1f} | {r['faults_per_batch']:.0f} | {r['kernel_s_per_batch']:.2f} | {r['peak_rss_mb']:.0f} |")
     lines.append("")
     for r in rows:
         if "identical" in r:
-            lines.append(f"- working size {r['size']}: features bit-identical with and without: {r['identical']}")
+            lines.append(f"- working size {r['size']}: features bit-identical in all three: {r['identical']}")
     a.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
