@@ -24,7 +24,6 @@ runtime has its own arena. On other C libraries (macOS, Windows, musl) it does n
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -46,8 +45,8 @@ def keep_freed_memory() -> bool:
     if not (_HUGE_PAGES and sys.platform.startswith("linux")):
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already uses
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
