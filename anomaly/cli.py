@@ -43,7 +43,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tiles", type=int, default=1,
                    help="tiles across an image's short side in tile/auto mode (default 1); 2 gives a large image "
                         "4x the detail of one square for 4x the inference time, to find defects of a few pixels")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40 for feature_ae, 60 for ae/vae); stops early when validation stalls")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 80 for feature_ae, 60 for ae/vae); stops early when validation stalls")
     p.add_argument("--batch-size", type=int, default=16, help="images per training step (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same data + seed = same model (default 0)")
@@ -183,7 +183,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     aug = AugmentConfig(vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
-    epochs = a.epochs if a.epochs is not None else (40 if a.model == "feature_ae" else 60)
+    epochs = a.epochs if a.epochs is not None else (80 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
                      patience=a.patience, target_false_reject=a.false_reject, augment=aug,
                      synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight,
