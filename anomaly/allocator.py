@@ -3,9 +3,9 @@
 PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults, every
 block above 128 kB-32 MB (a backbone activation of a batch of 16 at 320 px is up to
 190 MB) is mapped fresh from the kernel and unmapped when freed, so every batch touches
-new pages again: on this project's 2-core benchmark machine that was ~870,000 page
-faults and 2 s of kernel time per batch, and the ImageNet backbone ran at 95-118 ms
-per image instead of about 31 (bench/allocator.py).
+new pages again: on this project's 2-core benchmark machine that was about 930,000 page
+faults and 2 s of kernel time per batch at 320 px, and the ImageNet backbone ran at
+113-115 ms per image instead of 22-33 (67-75 instead of 21-23 at 256; bench/allocator.py).
 
 Two settings together remove it, and the numbers stay the same bit for bit:
 - `THP_MEM_ALLOC_ENABLE=1`, PyTorch's own switch: blocks of 2 MB and more are aligned
@@ -14,7 +14,7 @@ Two settings together remove it, and the numbers stay the same bit for bit:
 - glibc serves every block from its heap (M_MMAP_MAX 0) and gives freed heap back to
   the system only beyond KEEP_BYTES (M_TRIM_THRESHOLD), so freed blocks are reused.
   Without the 2 MB alignment, slightly different sizes left freed blocks unused and the
-  heap grew by 1 GB on 80 bottle images, so this is only done when the first setting
+  heap grew by 1.1 GB on 80 bottle images, so this is only done when the first setting
   took effect. (glibc still maps memory directly when its heap cannot grow.)
 
 Only the torch side (training, the torch scorer) calls `keep_freed_memory`; the ONNX
