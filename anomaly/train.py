@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory
+from .allocator import keep_freed_memory, release_freed_memory
 from .augment import augment, augment_pair
 from .config import ModelConfig, TrainConfig
 from .defects import DefectSettings, random_defect
@@ -147,7 +147,11 @@ def build_feature_bank(module: InspectionModule, images: list[np.ndarray], cfg: 
             masks.append(torch.from_numpy(np.stack(cells)[:, None]).half())
         bar.update(len(views))
     bar.close()
-    return FeatureBank(torch.cat(inputs), torch.tensor(targets, dtype=torch.int64), torch.cat(masks))
+    release_freed_memory()  # the backbone's kept activations: room for the concatenation
+    bank = FeatureBank(torch.cat(inputs), torch.tensor(targets, dtype=torch.int64), torch.cat(masks))
+    del inputs, masks
+    release_freed_memory()  # and the per-batch pieces, now copied
+    return bank
 
 
 def _features_of(module: InspectionModule, images: list[np.ndarray], batch_size: int) -> torch.Tensor:
@@ -315,6 +319,7 @@ def train_feature_model(
         if real_defects:
             history.fine_tune_loss = fine_tune_head(module, bank, real_defects, cfg, rng, progress)
     del bank  # the memory's candidates need the room
+    release_freed_memory()
     if module.memory is not None:
         fill_patch_memory(module, module.memory, fit_images, cfg, rng, progress)
     module.eval()
