@@ -180,6 +180,12 @@ class TrainConfig:
     # image AUROC from 0.85-0.89 to 0.94, bottle unchanged (BENCHMARKS.md 1b). Pixel
     # autoencoders take 60 from the CLI.
     epochs: int = 80
+    # Feature autoencoder: bank rows drawn per epoch are as many as there are training
+    # images, but at most this many. The bank holds about 1500 views whatever the image
+    # count (feature_copies), so past a few hundred images more rows per epoch only
+    # repeat views, while the epoch loop's time kept growing with the count: at 10 ms a
+    # row, 900 good images would spend 10 minutes in it alone. 0 = no cap.
+    max_epoch_rows: int = 256
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5

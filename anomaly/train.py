@@ -267,7 +267,8 @@ def train_feature_model(
     real_defects: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> TrainHistory:
     """The feature autoencoder's loop: features once (FeatureBank), then epochs over
-    them; every epoch draws as many rows as there are training images. Painted rows
+    them; every epoch draws as many rows as there are training images, at most
+    cfg.max_epoch_rows. Painted rows
     teach the autoencoder to give back the good features; then the head and the patch
     memory, if any."""
     rng = set_seed(cfg.seed)
@@ -282,10 +283,11 @@ def train_feature_model(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     history = TrainHistory()
     best_val, best_state, stale = float("inf"), None, 0
+    epoch_rows = min(len(fit_images), cfg.max_epoch_rows) if cfg.max_epoch_rows > 0 else len(fit_images)
     bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         module.net.train()
-        rows = rng.choice(len(bank.targets), size=min(len(fit_images), len(bank.targets)), replace=False)
+        rows = rng.choice(len(bank.targets), size=min(epoch_rows, len(bank.targets)), replace=False)
         running = 0.0
         for i in range(0, len(rows), cfg.batch_size):
             idx = rows[i : i + cfg.batch_size]

@@ -197,3 +197,22 @@ def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path)
     assert np.allclose(loaded.score(images)[1], det.score(images)[1])
     diff, same = check_parity(loaded, export_onnx(loaded, tmp_path / "m.onnx"), images)
     assert diff <= 1e-4 and same
+
+
+@pytest.mark.parametrize("cap, per_epoch", [(4, 4), (0, 10)])
+def test_epoch_rows_are_capped(monkeypatch, cap, per_epoch):
+    """Past max_epoch_rows, more training images do not make an epoch longer."""
+    from anomaly import train as train_module
+    drawn: list[int] = []
+    original = train_module.FeatureBank.batch
+
+    def counting(self, rows):
+        drawn.append(len(rows))
+        return original(self, rows)
+
+    monkeypatch.setattr(train_module.FeatureBank, "batch", counting)
+    module = InspectionModule(ModelConfig(image_size=64, segmentation_head=False, feature_memory=False))
+    cfg = TrainConfig(epochs=2, batch_size=2, feature_copies=2, max_epoch_rows=cap, patience=5)
+    history = train(module, _images(10), _images(2), cfg, progress=False)
+    assert len(history.train_loss) == 2
+    assert sum(drawn) == 2 * per_epoch
