@@ -1,7 +1,7 @@
 """How long the default takes to train on N good images.
 
     python bench/train_time.py --texture grass --n-train 400
-    python bench/train_time.py --data FOLDER [--repeat 4] [--train-json '{"max_epoch_rows": 0}']
+    python bench/train_time.py --data FOLDER [--repeat 4] [--train-json '{"max_epoch_rows": 0}'] [--out MODEL_DIR]
 
 Texture crops from bench/textures.py (160 px, quadrants split), N of them, or any folder
 of good images (plain or MVTec-style); `--repeat K` links each of its training images K
@@ -9,7 +9,8 @@ times into a scratch folder, to time a set K times larger (a time, not an accura
 repeated images add no information). 15% is held out for calibration, as always.
 Prints each phase's progress bar (features, epochs, head, memory), the total and the
 epochs run (training stops early when the held-out loss stalls, so the time depends
-on the data, not only on its size).
+on the data, not only on its size). `--out` saves the model folder and its ONNX export
+(model.onnx), for `anomaly evaluate`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ if __name__ == "__main__":
     p.add_argument("--data", type=Path, help="time this folder instead of texture crops")
     p.add_argument("--repeat", type=int, default=1, help="with --data: use each training image this many times")
     p.add_argument("--train-json", default="", help="TrainConfig fields as JSON")
+    p.add_argument("--out", type=Path, help="save the trained model folder here (and model.onnx in it)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-train-time"))
     a = p.parse_args()
     if a.data is None:
@@ -60,3 +62,8 @@ if __name__ == "__main__":
     det = Detector(ModelConfig(), TrainConfig(**json.loads(a.train_json or "{}"))).fit(data, progress=True)
     print(f"{label} ({det.summary['train_count']} trained on, {det.summary['holdout_count']} held out): "
           f"trained in {time.perf_counter() - t:.0f} s, {det.summary['epochs_run']} epochs")
+    if a.out:
+        from anomaly.export import export_onnx
+
+        det.save(a.out)
+        export_onnx(det, a.out / "model.onnx")
