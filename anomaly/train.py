@@ -268,9 +268,8 @@ def train_feature_model(
 ) -> TrainHistory:
     """The feature autoencoder's loop: features once (FeatureBank), then epochs over
     them; every epoch draws as many rows as there are training images, at most
-    cfg.max_epoch_rows. Painted rows
-    teach the autoencoder to give back the good features; then the head and the patch
-    memory, if any."""
+    cfg.max_epoch_rows. Painted rows teach the autoencoder to give back the good
+    features; then the head and the patch memory, if any."""
     rng = set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
