@@ -92,8 +92,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "folder has validation/good (default 0.15)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
-    p.add_argument("--no-augment", action="store_true", help="turn off flips, small rotations/shifts and brightness/contrast jitter")
-    p.add_argument("--vflip", action="store_true", help="also flip vertically when augmenting (for parts without an up side)")
+    p.add_argument("--no-augment", action="store_true", help="turn off small rotations/shifts, brightness/contrast jitter and flips")
+    p.add_argument("--hflip", action="store_true", help="also mirror left-right when augmenting (off by default: a mirrored "
+                        "chiral part, e.g. a reversed print, would be learnt as good; use for parts that look the same mirrored)")
+    p.add_argument("--vflip", action="store_true", help="also flip top-bottom when augmenting (for parts without an up side)")
     p.add_argument("--defects", type=Path, default=None,
                    help="optional MVTec-style folder with labelled defects (test/<defect>, ground_truth/<defect>): "
                         "adds F1-optimal thresholds next to the calibrated ones")
@@ -180,7 +182,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
                      depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, memory_search_dims=a.search_dims, feature_memory=a.memory,
                      edge_calibration=a.edge_calibration, separable_convs=a.separable_convs, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
-    aug = AugmentConfig(vflip=a.vflip)
+    aug = AugmentConfig(hflip=a.hflip, vflip=a.vflip)
     if a.no_augment:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
     epochs = a.epochs if a.epochs is not None else (80 if a.model == "feature_ae" else 60)

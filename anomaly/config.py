@@ -163,7 +163,14 @@ class ModelConfig:
 class AugmentConfig:
     """Random changes applied to training images: real parts never sit exactly alike."""
 
-    hflip: bool = True
+    # Mirror images are off by default: many parts are chiral (a print, an engraving, a
+    # thread, a nut's lobes, the order of a cable's wires), and a model shown mirrored
+    # good parts learns that a part put in flipped, or a mark printed reversed, is good.
+    # On demo washers with a printed "F", training with flips caught 8 of 20 reversed
+    # prints at the calibrated threshold, without them all 20 (bench/mirrored_parts.py,
+    # BENCHMARKS.md section 2). Turn them on (--hflip, --vflip) for parts and textures
+    # that look the same mirrored.
+    hflip: bool = False
     vflip: bool = False
     rotate_degrees: float = 5.0
     shift_fraction: float = 0.03
@@ -181,10 +188,11 @@ class TrainConfig:
     # autoencoders take 60 from the CLI.
     epochs: int = 80
     # Feature autoencoder: bank rows drawn per epoch are as many as there are training
-    # images, but at most this many. The bank holds about 1500 views whatever the image
-    # count (feature_copies), so past a few hundred images more rows per epoch only
-    # repeat views, while the epoch loop's time kept growing with the count: at 10 ms a
-    # row, 900 good images would spend 10 minutes in it alone. 0 = no cap.
+    # images, but at most this many. The bank holds about 1500 views up to 750 images
+    # (feature_copies), so past a few hundred images more rows per epoch mostly repeat
+    # views, while the epoch loop's time kept growing with the count: at 10-12 ms a row
+    # (BENCHMARKS.md section 3), 900 good images would spend 10 minutes in it alone.
+    # 0 = no cap.
     max_epoch_rows: int = 256
     batch_size: int = 16
     learning_rate: float = 1e-3

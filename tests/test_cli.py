@@ -103,3 +103,25 @@ def test_sharpening_terms_reach_training_and_are_recorded(tiny_dataset, tmp_path
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "f"), "--image-size", "64", "--epochs", "1",
                  "--quiet", "--adversarial-weight", "0.05"]) == 2
     assert "pixel autoencoders" in capsys.readouterr().err
+
+
+def test_train_mirrors_images_only_when_asked(monkeypatch, tmp_path):
+    """Flips teach a model that a mirrored (flipped, reversed-print) part is good: opt-in."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class RecordingDetector:
+        def __init__(self, model_config, train_config):
+            seen.append(train_config.augment)
+
+        def fit(self, *args, **kwargs):
+            raise Stop
+
+    monkeypatch.setattr("anomaly.detector.Detector", RecordingDetector)
+    for extra in ([], ["--hflip"], ["--vflip"], ["--hflip", "--no-augment"]):
+        with pytest.raises(Stop):
+            main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *extra])
+    assert [(a.hflip, a.vflip) for a in seen] == [(False, False), (True, False), (False, True), (False, False)]
+    assert seen[0].rotate_degrees > 0 and seen[-1].rotate_degrees == 0  # the rest of augmentation stays on by default
