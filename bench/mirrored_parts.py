@@ -9,10 +9,10 @@ mirrored training images learns that mirror images are normal.
 
 Builds an MVTec-style folder of demo washers (anomaly.synth, 256 px, gray camera) with an
 "F" on the ring, above the hole, engraved (darker, with a lit lip on its lower right: the
-light comes from the top left) or printed (flat ink, no relief): train/good (60), test/good (20), and two defect
-classes of 20 each:
-- mirrored: the mark engraved reversed, in the same place and under the same light (the
-  mask covers the pixels where the two marks differ);
+light comes from the top left) or printed (flat ink, no relief): train/good (60),
+test/good (20), and two defect classes of 20 each:
+- mirrored: the mark reversed, in the same place and under the same light (the mask
+  covers the pixels where the two marks differ);
 - ordinary: the demo set's own defects (scratch, crack, dent, stain, missing), as a
   control that sensitivity to everyday defects is kept.
 Trains the default model with the given augmentation settings, evaluates the exported
@@ -39,7 +39,7 @@ SIZE = 256
 COUNTS = {"train": 60, "test_good": 20, "test_defect": 20}
 
 
-def engraving(size: int, mirrored: bool) -> np.ndarray:
+def mark_mask(size: int, mirrored: bool) -> np.ndarray:
     """Soft mask (0..1) of an "F" on the washer's ring above the hole, read the right way
     round or mirrored about its own vertical axis (so it stays in place)."""
     big = np.zeros((4 * size, 4 * size), np.uint8)  # drawn at 4x, then shrunk: anti-aliased strokes
@@ -72,7 +72,7 @@ def build(root: Path, mark: str = "engraved", seed: int = 0) -> Path:
     from anomaly.imageio import save_image
 
     spec = synth._CATEGORY_SPECS["washer"]
-    good_mark, reversed_mark = engraving(SIZE, False), engraving(SIZE, True)
+    good_mark, reversed_mark = mark_mask(SIZE, False), mark_mask(SIZE, True)
     differs = np.abs(good_mark - reversed_mark) > 0.25
     apply_mark = MARKS[mark]
     data = root / f"{mark}_washer"
