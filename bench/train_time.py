@@ -37,8 +37,9 @@ def repeated(data: Path, times: int, workdir: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         old.unlink()
+    images = find_dataset(data).train
     for k in range(times):
-        for path in find_dataset(data).train:
+        for path in images:
             (out / f"{k}_{path.name}").symlink_to(path.resolve())
     return out
 
