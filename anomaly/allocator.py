@@ -23,7 +23,7 @@ itself is freed before the patch memory) `release_freed_memory` hands every free
 back (glibc malloc_trim), so the process holds what it uses, not the largest phase's
 leftovers: bottle at working size 320 and 80 epochs peaked at 7.3 GB without it, 5.0 GB
 with it (5.5 GB with no memory kept at all; bench/results_train_phases_memory.md); at
-256 px, 4.2 -> 3.6 GB and 388 -> 311 s. Figures moved by float rounding at most (AUPRO
+256 px, 4.2 -> 3.6 GB. Figures moved by float rounding at most (AUPRO
 0.9603 -> 0.9602 at 320, 0.9529 -> 0.9530 at 256): where blocks sit can change which
 vectorised path a kernel takes.
 
