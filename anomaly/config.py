@@ -166,9 +166,10 @@ class AugmentConfig:
     # Mirror images are off by default: many parts are chiral (a print, an engraving, a
     # thread, a nut's lobes, the order of a cable's wires), and a model shown mirrored
     # good parts learns that a part put in flipped, or a mark printed reversed, is good.
-    # On demo washers with a printed "F", training with flips caught 8 of 20 reversed
-    # prints at the calibrated threshold, without them all 20 (bench/mirrored_parts.py,
-    # BENCHMARKS.md 1b). Turn them on (--hflip, --vflip) for parts and textures that look
+    # On demo washers with a printed "F", reversed prints scored 1.9-2.1x the good
+    # parts' median when training saw flips, 2.7x without (two seeds); with one seed
+    # that meant 8 of 20 caught at the calibrated threshold instead of all 20
+    # (bench/mirrored_parts.py, BENCHMARKS.md 1b). Turn them on (--hflip, --vflip) for parts and textures that look
     # alike mirrored: on the grass photo the mirrored copies were worth 0.02 image AUROC.
     hflip: bool = False
     vflip: bool = False

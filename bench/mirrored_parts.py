@@ -1,6 +1,6 @@
 """Does the model notice a mirrored part? Horizontal flips as a training augmentation.
 
-    python bench/mirrored_parts.py [--mark engraved|printed] [--epochs 80] [--augment-json '{"hflip": true}'] [--name NAME]
+    python bench/mirrored_parts.py [--mark engraved|printed] [--epochs 80] [--seed 0] [--augment-json '{"hflip": true}'] [--name NAME]
 
 Many parts are chiral: a printed or engraved mark, a screw thread, the lobes of a nut. A
 part put in upside down, or a mark printed reversed, is then a mirror image of a good one
@@ -114,6 +114,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mark", choices=tuple(MARKS), default="engraved")
     p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0, help="training seed (the images stay the same)")
     p.add_argument("--augment-json", default="", help="AugmentConfig fields as JSON (default: the project's default)")
     p.add_argument("--name", default="")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-mirrored"))
@@ -121,13 +122,13 @@ def main() -> None:
     data = build(a.workdir, a.mark)
     augment = AugmentConfig(**json.loads(a.augment_json or "{}"))
     t = time.perf_counter()
-    det = Detector(ModelConfig(), TrainConfig(epochs=a.epochs, augment=augment)).fit(data, progress=False)
+    det = Detector(ModelConfig(), TrainConfig(epochs=a.epochs, seed=a.seed, augment=augment)).fit(data, progress=False)
     seconds = time.perf_counter() - t
     out = a.workdir / (a.name or "model")
     det.save(out)
     result = evaluate(Inspector(export_onnx(det, out / "model.onnx")), data, progress=False)
     per = result["per_defect"]
-    row = (f"| {a.name or '-'} | {a.mark} | hflip {augment.hflip}, vflip {augment.vflip} | "
+    row = (f"| {a.name or '-'} | {a.mark} | hflip {augment.hflip}, vflip {augment.vflip}, seed {a.seed} | "
            + " | ".join(f"{per[k]['image_auroc']:.3f} / {per[k]['pixel_auroc']:.3f} / "
                         f"{per[k]['confusion']['tp']}/{per[k]['confusion']['tp'] + per[k]['confusion']['fn']}"
                         for k in ("mirrored", "ordinary"))
