@@ -169,8 +169,9 @@ class AugmentConfig:
     # On demo washers with a printed "F", reversed prints scored 1.9-2.1x the good
     # parts' median when training saw flips, 2.7x without (two seeds); with one seed
     # that meant 8 of 20 caught at the calibrated threshold instead of all 20
-    # (bench/mirrored_parts.py, BENCHMARKS.md 1b). Turn them on (--hflip, --vflip) for parts and textures that look
-    # alike mirrored: on the grass photo the mirrored copies were worth 0.02 image AUROC.
+    # (bench/mirrored_parts.py, BENCHMARKS.md 1b). Turn them on (--hflip, --vflip) for
+    # parts and textures that look alike mirrored: on the grass photo the mirrored
+    # copies were worth 0.02 image AUROC.
     hflip: bool = False
     vflip: bool = False
     rotate_degrees: float = 5.0

@@ -282,11 +282,13 @@ def train_feature_model(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     history = TrainHistory()
     best_val, best_state, stale = float("inf"), None, 0
-    epoch_rows = min(len(fit_images), cfg.max_epoch_rows) if cfg.max_epoch_rows > 0 else len(fit_images)
+    epoch_rows = min(len(fit_images), len(bank.targets))
+    if cfg.max_epoch_rows > 0:
+        epoch_rows = min(epoch_rows, cfg.max_epoch_rows)
     bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         module.net.train()
-        rows = rng.choice(len(bank.targets), size=min(epoch_rows, len(bank.targets)), replace=False)
+        rows = rng.choice(len(bank.targets), size=epoch_rows, replace=False)
         running = 0.0
         for i in range(0, len(rows), cfg.batch_size):
             idx = rows[i : i + cfg.batch_size]

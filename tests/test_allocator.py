@@ -64,7 +64,7 @@ def test_is_idempotent_and_a_no_op_off_linux(monkeypatch: pytest.MonkeyPatch) ->
 
 
 RELEASE_CHILD = r"""
-import json, os, sys
+import json, os
 import anomaly
 from anomaly.allocator import keep_freed_memory, release_freed_memory
 keep_freed_memory()
