@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import FIT_MODES, ModelConfig
+from .config import FIT_MODES, ModelConfig, TrainConfig
 
 EXIT_USAGE = 2
 # Fewer held-out good images than this and `anomaly train` says the threshold is uncertain:
@@ -90,6 +90,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "from inputs) with this weight, for sharper edges; training only, 0 = off (default)")
     p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration, unless the "
                         "folder has validation/good (default 0.15)")
+    p.add_argument("--max-train-images", type=int, default=TrainConfig.max_train_images,
+                   help="use a random subset of this many good images when there are more (training time and memory "
+                        f"stop growing with the count; default {TrainConfig.max_train_images}, 0 = all)")
     p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
     p.add_argument("--no-augment", action="store_true", help="turn off small rotations/shifts, brightness/contrast jitter and flips")
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----- commands ---------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> int:
-    from .config import AugmentConfig, ModelConfig, TrainConfig
+    from .config import AugmentConfig
     from .detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
@@ -187,7 +190,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
     epochs = a.epochs if a.epochs is not None else (80 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
-                     patience=a.patience, target_false_reject=a.false_reject, augment=aug,
+                     max_train_images=a.max_train_images, patience=a.patience, target_false_reject=a.false_reject, augment=aug,
                      synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight,
                      adversarial_weight=a.adversarial_weight)
     if a.fine_tune_head and a.defects is None:
@@ -201,6 +204,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     s = det.summary
     print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
           f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
+    if s["train_available"] > tc.max_train_images > 0:
+        print(f"note: used a random {tc.max_train_images} of the {s['train_available']} good images "
+              "(--max-train-images; 0 uses all)", file=sys.stderr)
     if s["holdout_count"] < FEW_HOLDOUT:
         print(f"note: the image threshold was calibrated on only {s['holdout_count']} held-out good images; it rejects "
               f"{a.false_reject:.0%} of good parts on average, but for one such small set the rate is uncertain. "

@@ -141,6 +141,15 @@ def split_holdout(paths: list[Path], fraction: float, minimum: int, seed: int) -
     return fit, hold
 
 
+def sample_training(paths: list[Path], limit: int, seed: int) -> list[Path]:
+    """A seeded random `limit` of `paths` (in their order), or all of them when there are
+    not more (or limit is 0): training time and memory then stop growing with the count."""
+    if limit <= 0 or len(paths) <= limit:
+        return list(paths)
+    keep = np.random.default_rng(seed).choice(len(paths), size=limit, replace=False)
+    return [paths[i] for i in sorted(keep)]
+
+
 def iter_images(paths: Iterable[Path], warn=None) -> Iterator[tuple[Path, np.ndarray]]:
     """(path, image) for each readable image, one at a time, so a caller that shrinks
     them to a working size never holds a folder of large photos in memory at full

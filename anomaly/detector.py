@@ -26,7 +26,7 @@ from . import __version__
 from .allocator import keep_freed_memory
 from .calibrate import Calibration, calibrate, edge_profile
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DatasetError, find_dataset, find_test_set, iter_images, load_mask, split_holdout
+from .data import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
 from .defects import DefectSettings, random_defect
 from .errors import ModelFileError
 from .imageio import Layout, limit_detail, per_image, prepare, read_image
@@ -56,6 +56,7 @@ class Detector:
         folder's `validation/good` images, if there are any, are held out instead. Held-out
         images should be independent of the training ones: overlapping crops of one
         scan make the held-out maps calmer than new parts' and the thresholds too low.
+        Of more than `max_train_images` good images, a seeded random subset is used.
 
         `defects`: an MVTec-style folder of labelled images (test/good, test/<defect>,
         ground_truth masks). Its images and the held-out good ones give F1-optimal
@@ -71,13 +72,14 @@ class Detector:
                 if fine_tune_head and labelled else None)
         dataset = find_dataset(data)
         tc = self.train_config
+        train_paths = sample_training(dataset.train, tc.max_train_images, tc.seed)
         if dataset.validation:  # good images the user set apart: independent of the training ones
             if len(dataset.validation) < tc.min_holdout:
                 raise DatasetError(f"{dataset.root / 'validation' / 'good'}: {len(dataset.validation)} images; "
                                    f"calibration needs at least {tc.min_holdout}")
-            fit_paths, hold_paths = dataset.train, dataset.validation
+            fit_paths, hold_paths = train_paths, dataset.validation
         else:
-            fit_paths, hold_paths = split_holdout(dataset.train, tc.holdout_fraction, tc.min_holdout, tc.seed)
+            fit_paths, hold_paths = split_holdout(train_paths, tc.holdout_fraction, tc.min_holdout, tc.seed)
         # Training images are brought to the working size as they are read: 400 photos of
         # 2448x2048 would take 24 GB as float images. The held-out ones are kept as images,
         # because synthetic calibration paints its defects on them, but at no more than
@@ -113,6 +115,7 @@ class Detector:
             "train_count": len(fit_ok),
             "holdout_count": len(hold_ok),
             "holdout_from": "validation/good" if dataset.validation else "train/good",
+            "train_available": len(dataset.train),  # more than used past max_train_images
             "skipped": len(fit_paths) + len(hold_paths) - len(fit_ok) - len(hold_ok),
             "image_sizes": sizes[:5],
             "epochs_run": len(history.train_loss),

@@ -61,7 +61,8 @@ if __name__ == "__main__":
         label = f"{a.data.name} x{a.repeat}"
     t = time.perf_counter()
     det = Detector(ModelConfig(), TrainConfig(**json.loads(a.train_json or "{}"))).fit(data, progress=True)
-    print(f"{label} ({det.summary['train_count']} trained on, {det.summary['holdout_count']} held out): "
+    print(f"{label} ({det.summary['train_available']} good images: {det.summary['train_count']} trained on, "
+          f"{det.summary['holdout_count']} held out): "
           f"trained in {time.perf_counter() - t:.0f} s, {det.summary['epochs_run']} epochs")
     if a.out:
         from anomaly.export import export_onnx

@@ -9,6 +9,7 @@ from anomaly.data import (
     find_test_set,
     load_images,
     load_mask,
+    sample_training,
     split_holdout,
 )
 from anomaly.imageio import save_image
@@ -99,6 +100,33 @@ def test_holdout_split_is_deterministic_and_disjoint(tmp_path):
     assert split_holdout(paths, 0.15, 4, seed=3) == (fit, hold)
     with pytest.raises(DatasetError, match="at least 6"):
         split_holdout(paths[:5], 0.15, 4, seed=0)
+
+
+def test_training_subset_is_seeded_ordered_and_only_past_the_limit(tmp_path):
+    paths = [tmp_path / f"{i:03d}.png" for i in range(50)]
+    subset = sample_training(paths, 20, seed=1)
+    assert len(set(subset)) == 20 and set(subset) <= set(paths) and subset == sorted(subset)
+    assert sample_training(paths, 20, seed=1) == subset and sample_training(paths, 20, seed=2) != subset
+    assert sample_training(paths, 50, seed=1) == paths and sample_training(paths, 0, seed=1) == paths
+
+
+def test_training_uses_at_most_max_train_images(tmp_path, tiny_dataset, capsys):
+    """Past the limit only a random subset is read (held-out part included); the CLI says so."""
+    from anomaly.cli import main
+
+    pytest.importorskip("torch")
+    out = tmp_path / "m"
+    assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
+                 "--quiet", "--max-train-images", "6"]) == 0
+    import json
+
+    s = json.loads((out / "config.json").read_text())["summary"]
+    assert (s["train_count"] + s["holdout_count"], s["train_available"]) == (6, 8)
+    assert "used a random 6 of the 8 good images" in capsys.readouterr().err
+    assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
+                 "--quiet"]) == 0
+    s = json.loads((out / "config.json").read_text())["summary"]
+    assert s["train_count"] + s["holdout_count"] == 8 and "used a random" not in capsys.readouterr().err
 
 
 def test_unreadable_images_are_reported_and_skipped(tmp_path):
