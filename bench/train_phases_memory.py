@@ -1,6 +1,6 @@
 """Resident memory of each phase of training, saving, export and evaluation.
 
-    python bench/train_phases_memory.py DATA [--image-size 256] [--epochs 80] [--name NAME]
+    python bench/train_phases_memory.py DATA [--image-size 256] [--epochs 80] [--max-train-images N] [--name NAME]
 
 Runs what bench/bottle.py runs (fit, save, ONNX export, evaluation with onnxruntime) in
 this process and reads the kernel's own peak resident set size (VmHWM, reset through
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=80)
+    ap.add_argument("--max-train-images", type=int, default=None, help="TrainConfig.max_train_images (default: its default)")
     ap.add_argument("--name", default="")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-phases"))
     a = ap.parse_args()
@@ -111,8 +112,13 @@ def main() -> None:
         for name in ("feature_statistics", "build_feature_bank", "_features_of", "train_segmentation_head",
                      "fill_patch_memory", "greedy_coreset"):
             watch(train_module, name, s)
+        for name in ("calibrate", "calibrate_with_synthetic"):
+            watch(Detector, name, s)
+        tc = TrainConfig(epochs=a.epochs)
+        if a.max_train_images is not None:
+            tc.max_train_images = a.max_train_images
         s.enter("reading images")
-        det = Detector(ModelConfig(image_size=a.image_size), TrainConfig(epochs=a.epochs)).fit(a.data, progress=False)
+        det = Detector(ModelConfig(image_size=a.image_size), tc).fit(a.data, progress=False)
         s.enter("save")
         det.save(out)
         s.enter("export")
@@ -126,7 +132,9 @@ def main() -> None:
         f"\n## {out.name}: `{command}`",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} {os.cpu_count()} cores; "
         f"image AUROC {result['image_auroc']:.4f}, pixel AUROC {result['pixel_auroc']:.4f}, "
-        f"AUPRO {result['pixel_aupro']:.4f}, epochs run {det.summary['epochs_run']}",
+        f"AUPRO {result['pixel_aupro']:.4f}, epochs run {det.summary['epochs_run']}; "
+        f"{det.summary['train_count']} of {det.summary['train_available']} good images trained on, "
+        f"{det.summary['holdout_count']} held out",
         "",
         "| phase | seconds | RSS at start (MB) | peak RSS (MB) |",
         "|---|---|---|---|",
