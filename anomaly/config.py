@@ -200,7 +200,7 @@ class TrainConfig:
     # size (seeded; the rest are not read). Each pass over the images (reading, feature
     # statistics, the bank, the memory, calibration on the held-out 15%) grows with the
     # count while the model's capacity does not: 1672 bottle images trained in 726 s and
-    # held over 9 GB, past the 10-minute target; 1000 of them in 517 s (BENCHMARKS.md
+    # held about 9 GB, past the 10-minute target; 1000 of them in 517 s (BENCHMARKS.md
     # section 3). 0 = use all.
     max_train_images: int = 1000
     batch_size: int = 16
