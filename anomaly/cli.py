@@ -204,8 +204,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     s = det.summary
     print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
           f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
-    if s["train_available"] > tc.max_train_images > 0:
-        print(f"note: used a random {tc.max_train_images} of the {s['train_available']} good images "
+    if s["not_read"]:
+        available = s["train_available"] + s["validation_available"]
+        print(f"note: used a random {available - s['not_read']} of the {available} good images "
               "(--max-train-images; 0 uses all)", file=sys.stderr)
     if s["holdout_count"] < FEW_HOLDOUT:
         print(f"note: the image threshold was calibrated on only {s['holdout_count']} held-out good images; it rejects "

@@ -56,7 +56,8 @@ class Detector:
         folder's `validation/good` images, if there are any, are held out instead. Held-out
         images should be independent of the training ones: overlapping crops of one
         scan make the held-out maps calmer than new parts' and the thresholds too low.
-        Of more than `max_train_images` good images, a seeded random subset is used.
+        Of more than `max_train_images` good images, a seeded random subset is used (and
+        of validation/good, at most the held-out share of that many).
 
         `defects`: an MVTec-style folder of labelled images (test/good, test/<defect>,
         ground_truth masks). Its images and the held-out good ones give F1-optimal
@@ -77,7 +78,9 @@ class Detector:
             if len(dataset.validation) < tc.min_holdout:
                 raise DatasetError(f"{dataset.root / 'validation' / 'good'}: {len(dataset.validation)} images; "
                                    f"calibration needs at least {tc.min_holdout}")
-            fit_paths, hold_paths = train_paths, dataset.validation
+            # as many as the held-out share of max_train_images: they are kept at up to 4x detail
+            hold_limit = max(tc.min_holdout, round(tc.max_train_images * tc.holdout_fraction)) if tc.max_train_images > 0 else 0
+            fit_paths, hold_paths = train_paths, sample_training(dataset.validation, hold_limit, tc.seed)
         else:
             fit_paths, hold_paths = split_holdout(train_paths, tc.holdout_fraction, tc.min_holdout, tc.seed)
         # Training images are brought to the working size as they are read: 400 photos of
@@ -116,6 +119,9 @@ class Detector:
             "holdout_count": len(hold_ok),
             "holdout_from": "validation/good" if dataset.validation else "train/good",
             "train_available": len(dataset.train),  # more than used past max_train_images
+            "validation_available": len(dataset.validation),
+            # good images left out by max_train_images (train/good and validation/good)
+            "not_read": len(dataset.train) + len(dataset.validation) - len(fit_paths) - len(hold_paths),
             "skipped": len(fit_paths) + len(hold_paths) - len(fit_ok) - len(hold_ok),
             "image_sizes": sizes[:5],
             "epochs_run": len(history.train_loss),

@@ -121,12 +121,30 @@ def test_training_uses_at_most_max_train_images(tmp_path, tiny_dataset, capsys):
     import json
 
     s = json.loads((out / "config.json").read_text())["summary"]
-    assert (s["train_count"] + s["holdout_count"], s["train_available"]) == (6, 8)
+    assert (s["train_count"] + s["holdout_count"], s["train_available"], s["not_read"]) == (6, 8, 2)
     assert "used a random 6 of the 8 good images" in capsys.readouterr().err
     assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
                  "--quiet"]) == 0
     s = json.loads((out / "config.json").read_text())["summary"]
-    assert s["train_count"] + s["holdout_count"] == 8 and "used a random" not in capsys.readouterr().err
+    assert s["train_count"] + s["holdout_count"] == 8 and s["not_read"] == 0
+    assert "used a random" not in capsys.readouterr().err
+
+
+def test_validation_folder_is_capped_at_the_held_out_share(tmp_path):
+    """validation/good images are kept at up to 4x detail: at most the held-out share of
+    max_train_images of them are used (never fewer than min_holdout)."""
+    from anomaly.config import ModelConfig, TrainConfig
+    from anomaly.detector import Detector
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("validation", 9)):
+        for i in range(n):
+            save_image(tmp_path / split / "good" / f"{i:03d}.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32))
+    cfg = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
+    s = Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=40)).fit(tmp_path, progress=False).summary
+    assert (s["train_count"], s["holdout_count"], s["validation_available"], s["not_read"]) == (8, 6, 9, 3)  # 15% of 40
+    s = Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=0)).fit(tmp_path, progress=False).summary
+    assert (s["train_count"], s["holdout_count"], s["not_read"]) == (8, 9, 0)
 
 
 def test_unreadable_images_are_reported_and_skipped(tmp_path):
