@@ -2,7 +2,8 @@
 (grayscale) and immunohistochemistry (colour stained tissue).
 
     python bench/textures.py [--epochs 40] [--textures brick,grass] [--defects independent|painted]
-                             [--split rows|quadrants|quadrants-val] [--model-json '{"kind": "patch_memory"}'] [--out F]
+                             [--split rows|quadrants|quadrants-val] [--model-json '{"kind": "patch_memory"}']
+                             [--train-json '{"head_epochs": 16}'] [--out F]
 
 For each photo (512 x 512), builds an MVTec-style folder of 160 x 160 crops: training
 crops from one part of the photo, test crops from another (never seen in training), half
@@ -187,6 +188,7 @@ def main() -> None:
     p.add_argument("--test-pairs", type=int, default=20,
                    help="good and defective test crops, each (default 20; the first 20 pairs are the same for any count)")
     p.add_argument("--model-json", default="", help="extra ModelConfig fields as JSON")
+    p.add_argument("--train-json", default="", help="extra TrainConfig fields as JSON")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-textures"))
     p.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     p.add_argument("--quiet", action="store_true")
@@ -199,11 +201,12 @@ def main() -> None:
     from anomaly.runtime import Inspector
 
     extra = json.loads(a.model_json) if a.model_json else {}
+    train_extra = json.loads(a.train_json) if a.train_json else {}
     rows = []
     for texture in a.textures.split(","):
         data = build(texture, a.workdir / "data", defects=a.defects, split=a.split, n_test=2 * a.test_pairs)
         t0 = time.perf_counter()
-        det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs, seed=a.seed)).fit(data, progress=not a.quiet)
+        det = Detector(ModelConfig(**extra), TrainConfig(epochs=a.epochs, seed=a.seed, **train_extra)).fit(data, progress=not a.quiet)
         train_s = time.perf_counter() - t0
         onnx_path = export_onnx(det, a.workdir / f"{texture}.onnx")
         full = evaluate(Inspector(onnx_path), data, progress=False)
@@ -221,7 +224,8 @@ def main() -> None:
         "# Texture photos with synthetic defects (generalisation check)", "",
         f"- command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, 2 cores",
-        f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}, {a.epochs} epochs, seed {a.seed}; "
+        f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}"
+        f"{(' + training ' + json.dumps(train_extra)) if train_extra else ''}, {a.epochs} epochs, seed {a.seed}; "
         f"test defects: {a.defects}; "
         f"data: skimage.data textures, {CROP}px crops, 80 train / {a.test_pairs} good + {a.test_pairs} defective test crops; split: "
         + {"rows": "training crops from rows 0-300, test crops from rows 320-512",
