@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ if __name__ == "__main__":
         rows.append({"size": size, "identical": same})
         print(f"size {size}: features bit-identical: {same}", flush=True)
     lines = ["# Keeping freed memory on the torch side (bench/allocator.py)", "",
-             f"- command: `python {' '.join(sys.argv)}`",
+             f"- command: `python {shlex.join(sys.argv)}`",
              f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {platform.machine()}, "
              f"{__import__('os').cpu_count()} cores; torch {torch.__version__}; {platform.libc_ver()[0]} {platform.libc_ver()[1]}",
              "- frozen backbone (`standardized_features`), batch 16, each row a fresh process", "",

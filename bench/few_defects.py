@@ -19,6 +19,7 @@ Appends to bench/results_few_defects.md.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -104,7 +105,7 @@ def main() -> None:
         print(rows[-2], rows[-1], flush=True)
 
     lines = [
-        f"\n### {time.strftime('%Y-%m-%d %H:%M')}, `python bench/few_defects.py {' '.join(sys.argv[1:])}`\n",
+        f"\n### {time.strftime('%Y-%m-%d %H:%M')}, `python bench/few_defects.py {shlex.join(sys.argv[1:])}`\n",
         f"{n_shots} labelled defects ({a.per_type} per type, seed {a.seed}) for fine-tuning / thresholds; "
         f"evaluation on the other {rows[0][2]['defects']} defects and all {rows[0][2]['good']} good test images.\n",
         "| model | image threshold | image AUROC | pixel AUROC | AUPRO | image F1 | missed | good rejected | train s |",

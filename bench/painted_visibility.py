@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
     torch.manual_seed(0)
-    lines = [f"\n## `python {' '.join(sys.argv)}`",
+    lines = [f"\n## `python {shlex.join(sys.argv)}`",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}; "
              "median feature change inside the mask cells (standardised units), per painted view", ""]
     for data in a.data:

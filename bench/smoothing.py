@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def main() -> None:
 
         sets += [build(t, a.workdir / "data", split=a.split, n_test=2 * a.test_pairs) for t in a.textures.split(",")]
     lines = ["# Heatmap smoothing width (default model re-calibrated per width)", "",
-             f"- command: `python bench/smoothing.py {' '.join(sys.argv[1:])}`",
+             f"- command: `python bench/smoothing.py {shlex.join(sys.argv[1:])}`",
              f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, {os.cpu_count()} cores",
              f"- default model, {a.epochs} epochs; sigma in pixels of the working size (default: 2 for the feature models, 4 before)", "",
              "| data | sigma | image AUROC | pixel AUROC | AUPRO |", "|---|---|---|---|---|"]

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -222,7 +223,7 @@ def main() -> None:
 
     lines = [
         "# Texture photos with synthetic defects (generalisation check)", "",
-        f"- command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        f"- command: `python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, 2 cores",
         f"- model: default settings{(' + ' + json.dumps(extra)) if extra else ''}"
         f"{(' + training ' + json.dumps(train_extra)) if train_extra else ''}, {a.epochs} epochs, seed {a.seed}; "
