@@ -79,6 +79,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="feature_ae: train a small segmentation head on synthetic defects painted on the good images; "
                         "where it recognises a defect it raises the residual heatmap up to 2x "
                         f"(default {'on' if head_default else 'off'})")
+    p.add_argument("--head-epochs", type=int, default=TrainConfig.head_epochs,
+                   help=f"feature_ae: passes of the head over the painted training views (default {TrainConfig.head_epochs}); "
+                        "16 raised a colour stained-tissue photo's image AUROC from 0.94-0.95 to 0.97-0.98 and took "
+                        "about 100 s longer; gray textures did not gain (BENCHMARKS.md 1b)")
     p.add_argument("--synthetic-fraction", type=float, default=0.5,
                    help="feature_ae: share of augmented training views that get a painted defect, which the autoencoder "
                         "learns to restore and the head to find (default 0.5; 0 = none)")
@@ -191,7 +195,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     epochs = a.epochs if a.epochs is not None else (80 if a.model == "feature_ae" else 60)
     tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
                      max_train_images=a.max_train_images, patience=a.patience, target_false_reject=a.false_reject, augment=aug,
-                     synthetic_fraction=a.synthetic_fraction, perceptual_weight=a.perceptual_weight,
+                     synthetic_fraction=a.synthetic_fraction, head_epochs=a.head_epochs, perceptual_weight=a.perceptual_weight,
                      adversarial_weight=a.adversarial_weight)
     if a.fine_tune_head and a.defects is None:
         raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")

@@ -105,8 +105,8 @@ def test_sharpening_terms_reach_training_and_are_recorded(tiny_dataset, tmp_path
     assert "pixel autoencoders" in capsys.readouterr().err
 
 
-def test_train_mirrors_images_only_when_asked(monkeypatch, tmp_path):
-    """Flips teach a model that a mirrored (flipped, reversed-print) part is good: opt-in."""
+def _train_configs(monkeypatch, tmp_path, option_sets: list[list[str]]) -> list:
+    """The TrainConfig `anomaly train` builds for each set of options (nothing is trained)."""
     seen = []
 
     class Stop(Exception):
@@ -114,14 +114,26 @@ def test_train_mirrors_images_only_when_asked(monkeypatch, tmp_path):
 
     class RecordingDetector:
         def __init__(self, model_config, train_config):
-            seen.append(train_config.augment)
+            seen.append(train_config)
 
         def fit(self, *args, **kwargs):
             raise Stop
 
     monkeypatch.setattr("anomaly.detector.Detector", RecordingDetector)
-    for extra in ([], ["--hflip"], ["--vflip"], ["--hflip", "--no-augment"]):
+    for extra in option_sets:
         with pytest.raises(Stop):
             main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *extra])
+    return seen
+
+
+def test_train_mirrors_images_only_when_asked(monkeypatch, tmp_path):
+    """Flips teach a model that a mirrored (flipped, reversed-print) part is good: opt-in."""
+    seen = [c.augment for c in _train_configs(monkeypatch, tmp_path, [[], ["--hflip"], ["--vflip"], ["--hflip", "--no-augment"]])]
     assert [(a.hflip, a.vflip) for a in seen] == [(False, False), (True, False), (False, True), (False, False)]
     assert seen[0].rotate_degrees > 0 and seen[-1].rotate_degrees == 0  # the rest of augmentation stays on by default
+
+
+def test_train_options_reach_the_training_config(monkeypatch, tmp_path):
+    """--head-epochs and --max-train-images are per-dataset knobs: they must reach TrainConfig."""
+    seen = _train_configs(monkeypatch, tmp_path, [[], ["--head-epochs", "16", "--max-train-images", "0"]])
+    assert [(c.head_epochs, c.max_train_images) for c in seen] == [(4, 1000), (16, 0)]
