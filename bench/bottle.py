@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ def run(a: argparse.Namespace) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
         "latency_ms_b1": round(latency_ms(onnx_path, a.image_size), 1),
         "onnx_mb": round(onnx_path.stat().st_size / 1e6, 1),
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
