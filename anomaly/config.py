@@ -197,7 +197,8 @@ class TrainConfig:
     # 0 = no cap.
     max_epoch_rows: int = 256
     # Past this many good images (train/good), training uses a random subset of this
-    # size (seeded; the rest are not read). Each pass over the images (reading, feature
+    # size (seeded; the rest are not read), and of validation/good at most the held-out
+    # share of it (holdout_fraction: 150). Each pass over the images (reading, feature
     # statistics, the bank, the memory, calibration on the held-out 15%) grows with the
     # count while the model's capacity does not: 1672 bottle images trained in 726 s and
     # held about 9 GB, past the 10-minute target; 1000 of them in 517 s (BENCHMARKS.md
