@@ -112,14 +112,14 @@ def test_training_subset_is_seeded_ordered_and_only_past_the_limit(tmp_path):
 
 def test_training_uses_at_most_max_train_images(tmp_path, tiny_dataset, capsys):
     """Past the limit only a random subset is read (held-out part included); the CLI says so."""
+    import json
+
     from anomaly.cli import main
 
     pytest.importorskip("torch")
     out = tmp_path / "m"
     assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
                  "--quiet", "--max-train-images", "6"]) == 0
-    import json
-
     s = json.loads((out / "config.json").read_text())["summary"]
     assert (s["train_count"] + s["holdout_count"], s["train_available"], s["not_read"]) == (6, 8, 2)
     assert "used a random 6 of the 8 good images" in capsys.readouterr().err
