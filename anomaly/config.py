@@ -58,6 +58,8 @@ class ModelConfig:
     # (BENCHMARKS.md 1b); kept to reproduce that row.
     balance_feature_blocks: bool = False
     feature_hidden: int = 128
+    # Bottleneck channels (at half the feature grid). 16 and 128 gave the same mean image
+    # AUROC on the texture photos as 48 (BENCHMARKS.md 1b, "The autoencoder's bottleneck").
     feature_latent: int = 48
     # Patch memory (PatchCore-style): how many normal patch features are kept (chosen by
     # greedy coreset selection so they cover all the training patches) and the side of
