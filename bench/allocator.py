@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from anomaly.allocator import keep_freed_memory
+from anomaly.training.allocator import keep_freed_memory
 kept = keep_freed_memory() if {keep} else False
 import torch
 from anomaly.config import ModelConfig
-from anomaly.model import InspectionModule
+from anomaly.training.model import InspectionModule
 size, batches = {size}, {batches}
 module = InspectionModule(ModelConfig(image_size=size)).eval()
 x = torch.rand(16, 3, size, size, generator=torch.Generator().manual_seed(0))

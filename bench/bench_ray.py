@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anomaly.batch import file_sha256, score_inputs
-from anomaly.imageio import list_images
-from anomaly.runtime import Inspector
+from anomaly.scoring.local import file_sha256, score_inputs
+from anomaly.inspection.imageio import list_images
+from anomaly.inspection.inspector import Inspector
 
 DEFAULT_MODEL = ROOT / "models" / "default.onnx"
 HEADER = ("| images | engine | workers x threads | Ray startup (s) | scoring (s) | images/s (scoring) "
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import ray
 
-    from anomaly.distributed import score_with_ray
+    from anomaly.scoring.ray_engine import score_with_ray
 
     info = Inspector(model).info
     ncpu = os.cpu_count() or 1

@@ -9,7 +9,7 @@ Measures (all on CPU, `--threads` intra-op threads, 256x256 for the default mode
 1. ONNX Runtime batch-1 latency (`Inspector.run`, the raw session call): median and p99
    over `--runs` timed calls after `--warmup` untimed ones.
 2. Batch-8 throughput: images/s from the median time of `--b8-runs` batch-8 calls.
-3. End-to-end folder scoring (`anomaly.batch.score_inputs`, decode + inference + regions +
+3. End-to-end folder scoring (`anomaly.scoring.local.score_inputs`, decode + inference + regions +
    overlays + fsynced results) on copies of sample_images/washer/test/**/*.png, vs the raw
    batch-8 model throughput measured right before and after each scoring run; plus a
    single-threaded per-image cost of each pipeline stage to show where the time goes.
@@ -48,10 +48,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from anomaly.batch import collect_inputs, load_input, score_inputs, write_overlays
-from anomaly.imageio import per_image, read_image, to_batch
-from anomaly.regions import defect_mask, find_regions
-from anomaly.runtime import Inspection, Inspector, _session_options
+from anomaly.scoring.local import collect_inputs, load_input, score_inputs, write_overlays
+from anomaly.inspection.imageio import per_image, read_image, to_batch
+from anomaly.inspection.regions import defect_mask, find_regions
+from anomaly.inspection.inspector import Inspection, Inspector, _session_options
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results_speed.md"
@@ -253,7 +253,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)

@@ -43,7 +43,7 @@ def median_ms(call, runs: int, warmup: int) -> float:
 def latency_ms(onnx_path: Path, size: int, runs: int = 60) -> float:
     import numpy as np
 
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.inspector import Inspector
 
     insp = Inspector(onnx_path, threads=2)
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
@@ -52,10 +52,10 @@ def latency_ms(onnx_path: Path, size: int, runs: int = 60) -> float:
 
 def run(a: argparse.Namespace) -> dict:
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.export import export_onnx
-    from anomaly.runtime import Inspector
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.training.export import export_onnx
+    from anomaly.inspection.inspector import Inspector
 
     extra = json.loads(a.model_json) if a.model_json else {}
     mc = ModelConfig(kind=a.model, image_size=a.image_size, loss=a.loss, residual=a.residual, **extra)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from anomaly.runtime import Inspector  # noqa: E402
+from anomaly.inspection.inspector import Inspector  # noqa: E402
 from bench_speed import interleaved  # noqa: E402
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ saw, next to the damping an edge-calibrated model fitted on its held-out images.
                                [--subset-size 12 --subsets 200]
 
 Scores FOLDER/test/good with the first model (trained with --no-edge-calibration) and
-fits anomaly.calibrate.edge_profile on those maps: the per-ring ratio of the 99% quantile
+fits anomaly.training.calibrate.edge_profile on those maps: the per-ring ratio of the 99% quantile
 above the median to that of the band inside. With --fitted, prints the ratio the
 edge-calibrated model fitted on its own held-out images (read from the exported graph:
 the 128-entry table that starts above 1 and never rises inwards). If the held-out images
@@ -39,10 +39,10 @@ def fitted_scale(path: Path) -> np.ndarray | None:
 
 
 def main() -> None:
-    from anomaly.calibrate import edge_profile
-    from anomaly.imageio import prepare, read_image
-    from anomaly.model import edge_rings
-    from anomaly.runtime import Inspector
+    from anomaly.training.calibrate import edge_profile
+    from anomaly.inspection.imageio import prepare, read_image
+    from anomaly.training.model import edge_rings
+    from anomaly.inspection.inspector import Inspector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)

@@ -5,7 +5,7 @@
 The finest tapped block (block 2, 1/4 of the working size) is averaged onto the 1/8 grid,
 and its features are signed: a fine stochastic texture and a smooth blob can average to
 similar values. This script adds the local mean of |f| of that block (24 more channels:
-texture energy, which a smooth blob lacks) by patching anomaly.networks.FeatureExtractor,
+texture energy, which a smooth blob lacks) by patching anomaly.training.networks.FeatureExtractor,
 then runs bench/textures.py with the given arguments; the patched extractor is trained,
 exported and evaluated like the default. An experiment, kept to reproduce its row in
 BENCHMARKS.md 1b; anomaly/ is unchanged.
@@ -26,7 +26,7 @@ def patch_extractor() -> None:
     import torch
     import torch.nn.functional as F
 
-    from anomaly import networks
+    from anomaly.training import networks
 
     original_init = networks.FeatureExtractor.__init__
 

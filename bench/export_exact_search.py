@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from anomaly.detector import Detector  # noqa: E402
-from anomaly.export import export_onnx  # noqa: E402
+from anomaly.training.detector import Detector  # noqa: E402
+from anomaly.training.export import export_onnx  # noqa: E402
 from search_accuracy import exact_search, searched_memory  # noqa: E402
 
 if __name__ == "__main__":

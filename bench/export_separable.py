@@ -16,9 +16,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anomaly.detector import Detector  # noqa: E402
-from anomaly.export import export_onnx  # noqa: E402
-from anomaly.networks import conv3x3  # noqa: E402
+from anomaly.training.detector import Detector  # noqa: E402
+from anomaly.training.export import export_onnx  # noqa: E402
+from anomaly.training.networks import conv3x3  # noqa: E402
 
 
 def make_separable(seq: nn.Sequential) -> None:

@@ -35,7 +35,7 @@ OUT = ROOT / "bench" / "results_few_defects.md"
 
 def split(data: Path, work: Path, per_type: int, seed: int) -> tuple[Path, Path, int]:
     """(shots folder, evaluation folder, number of shots), both MVTec-style."""
-    from anomaly.data import find_test_set
+    from anomaly.evaluation.datasets import find_test_set
 
     rng = np.random.default_rng(seed)
     shots, rest = work / "shots", work / "rest"
@@ -64,9 +64,9 @@ def f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[flo
 
 
 def measure(det, rest: Path, threshold: float) -> dict:
-    from anomaly.data import find_test_set
-    from anomaly.evaluate import evaluate
-    from anomaly.imageio import read_image
+    from anomaly.evaluation.datasets import find_test_set
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.inspection.imageio import read_image
 
     metrics = evaluate(det, rest, progress=False)
     samples = find_test_set(rest)
@@ -89,7 +89,7 @@ def main() -> None:
     a = p.parse_args()
 
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     shots, rest, n_shots = split(a.data, a.workdir / "split", a.per_type, a.seed)
     rows = []

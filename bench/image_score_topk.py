@@ -21,9 +21,9 @@ FRACTIONS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 
 
 def topk_aurocs(model: Path, folder: Path) -> dict[float, float]:
-    from anomaly.imageio import read_image
-    from anomaly.metrics import roc_auc
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.imageio import read_image
+    from anomaly.evaluation.metrics import roc_auc
+    from anomaly.inspection.inspector import Inspector
 
     inspector = Inspector(model)
     files = sorted(f for d in (folder / "test").iterdir() if d.is_dir() for f in d.glob("*.png"))

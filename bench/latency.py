@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def photo_ms(onnx_path: Path, photo: np.ndarray, runs: int = 30) -> float:
     """Median wall time of scoring one photo, after 3 warm-up calls."""
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.inspector import Inspector
     from bottle import median_ms
 
     insp = Inspector(onnx_path, threads=2)
@@ -30,8 +30,8 @@ def photo_ms(onnx_path: Path, photo: np.ndarray, runs: int = 30) -> float:
 
 
 def main() -> None:
-    from anomaly.imageio import read_image
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.imageio import read_image
+    from anomaly.inspection.inspector import Inspector
     from bottle import latency_ms
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -41,11 +41,11 @@ def knn_forward(k: int):
 
 def sweep(data: Path, ks: list[int]) -> tuple[list[dict], float]:
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.data import find_dataset, split_holdout
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.imageio import read_image
-    from anomaly.networks import PatchMemory
+    from anomaly.evaluation.datasets import find_dataset, split_holdout
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.inspection.imageio import read_image
+    from anomaly.training.networks import PatchMemory
 
     original = PatchMemory.forward
     t0 = time.perf_counter()

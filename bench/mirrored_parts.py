@@ -7,7 +7,7 @@ part put in upside down, or a mark printed reversed, is then a mirror image of a
 (MVTec AD's metal_nut has a whole defect class of flipped nuts). A model that saw
 mirrored training images learns that mirror images are normal.
 
-Builds an MVTec-style folder of demo washers (anomaly.synth, 256 px, gray camera) with an
+Builds an MVTec-style folder of demo washers (anomaly.synthetic.demo, 256 px, gray camera) with an
 "F" on the ring, above the hole, engraved (darker, with a lit lip on its lower right: the
 light comes from the top left) or printed (flat ink, no relief): train/good (60),
 test/good (20), and two defect classes of 20 each:
@@ -68,8 +68,8 @@ MARKS = {"engraved": engrave, "printed": imprint}
 
 
 def build(root: Path, mark: str = "engraved", seed: int = 0) -> Path:
-    from anomaly import synth
-    from anomaly.imageio import save_image
+    from anomaly.synthetic import demo as synth
+    from anomaly.inspection.imageio import save_image
 
     spec = synth._CATEGORY_SPECS["washer"]
     good_mark, reversed_mark = mark_mask(SIZE, False), mark_mask(SIZE, True)
@@ -106,10 +106,10 @@ def build(root: Path, mark: str = "engraved", seed: int = 0) -> Path:
 
 def main() -> None:
     from anomaly.config import AugmentConfig, ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.export import export_onnx
-    from anomaly.runtime import Inspector
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.training.export import export_onnx
+    from anomaly.inspection.inspector import Inspector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mark", choices=tuple(MARKS), default="engraved")

@@ -3,7 +3,7 @@ image: a calm good part, and the same part with one warm spot.
 
     python bench/overlay_cost.py
 
-`anomaly.visualize.overlay` colours and blends only the bounding box of the pixels warm
+`anomaly.inspection.overlays.overlay` colours and blends only the bounding box of the pixels warm
 enough to show (opacity > 0); before 2026-11-24 it blended the whole frame.
 """
 
@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 
-from anomaly.visualize import overlay
+from anomaly.inspection.overlays import overlay
 
 rng = np.random.default_rng(0)
 image = (rng.random((2048, 2448, 3)) * 255).astype(np.uint8)

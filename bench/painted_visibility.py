@@ -29,13 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anomaly.augment import augment  # noqa: E402
+from anomaly.training.augment import augment  # noqa: E402
 from anomaly.config import ModelConfig, TrainConfig  # noqa: E402
-from anomaly.data import find_dataset, iter_images  # noqa: E402
-from anomaly.defects import DefectSettings, random_defect  # noqa: E402
-from anomaly.imageio import prepare  # noqa: E402
-from anomaly.model import InspectionModule  # noqa: E402
-from anomaly.train import feature_statistics, to_tensor  # noqa: E402
+from anomaly.evaluation.datasets import find_dataset, iter_images  # noqa: E402
+from anomaly.synthetic.defects import DefectSettings, random_defect  # noqa: E402
+from anomaly.inspection.imageio import prepare  # noqa: E402
+from anomaly.training.model import InspectionModule  # noqa: E402
+from anomaly.training.fit import feature_statistics, to_tensor  # noqa: E402
 
 OUT = ROOT / "bench" / "results_painted_visibility.md"
 

@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anomaly.data import find_test_set, load_images  # noqa: E402
-from anomaly.detector import Detector  # noqa: E402
-from anomaly.networks import PatchMemory  # noqa: E402
-from anomaly.train import to_tensor  # noqa: E402
+from anomaly.evaluation.datasets import find_test_set, load_images  # noqa: E402
+from anomaly.training.detector import Detector  # noqa: E402
+from anomaly.training.networks import PatchMemory  # noqa: E402
+from anomaly.training.fit import to_tensor  # noqa: E402
 
 
 @contextmanager

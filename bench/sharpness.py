@@ -31,9 +31,9 @@ def gradient_magnitude(rgb: np.ndarray) -> np.ndarray:
 def measure(data: Path, model_dir: Path) -> dict[str, float]:
     import torch
 
-    from anomaly.detector import Detector
-    from anomaly.imageio import list_images, prepare, read_image
-    from anomaly.train import to_tensor
+    from anomaly.training.detector import Detector
+    from anomaly.inspection.imageio import list_images, prepare, read_image
+    from anomaly.training.fit import to_tensor
 
     detector = Detector.load(model_dir)
     ratios, edge_err, flat_err = [], [], []

@@ -5,7 +5,7 @@ data set, re-calibrated and evaluated at several smoothing widths.
     python bench/smoothing.py --folder ../shared/datasets/mvtec_bottle
                               [--sigmas 1,2,4,8] [--out bench/results_smoothing.md]
 
-Smoothing is the last linear step before calibration (anomaly.model.InspectionModule
+Smoothing is the last linear step before calibration (anomaly.training.model.InspectionModule
 .raw_map), so the network and memory need not be retrained for each width: only the
 kernel changes, and everything fitted on smoothed held-out maps (the two detectors'
 alarm levels, the edge calibration, the thresholds) is fitted again by
@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def sweep(data: Path, sigmas: list[float], epochs: int) -> tuple[list[dict], float]:
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.data import find_dataset, split_holdout
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.imageio import read_image
-    from anomaly.model import gaussian_kernel1d
+    from anomaly.evaluation.datasets import find_dataset, split_holdout
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.inspection.imageio import read_image
+    from anomaly.training.model import gaussian_kernel1d
 
     t0 = time.perf_counter()
     det = Detector(ModelConfig(), TrainConfig(epochs=epochs)).fit(data, progress=False)

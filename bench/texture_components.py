@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from anomaly.config import ModelConfig, TrainConfig  # noqa: E402
-from anomaly.detector import Detector  # noqa: E402
-from anomaly.imageio import per_image, read_image  # noqa: E402
-from anomaly.metrics import roc_auc  # noqa: E402
-from anomaly.model import separable_blur  # noqa: E402
-from anomaly.train import to_tensor  # noqa: E402
+from anomaly.training.detector import Detector  # noqa: E402
+from anomaly.inspection.imageio import per_image, read_image  # noqa: E402
+from anomaly.evaluation.metrics import roc_auc  # noqa: E402
+from anomaly.training.model import separable_blur  # noqa: E402
+from anomaly.training.fit import to_tensor  # noqa: E402
 from textures import build  # noqa: E402
 
 

@@ -53,8 +53,8 @@ def main() -> None:
     a = p.parse_args()
 
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
 
     rows = []
     for source in a.sets:

@@ -1,6 +1,6 @@
 """Test defects for the texture check, independent of the training generator.
 
-`anomaly.defects` paints the synthetic defects the segmentation head learns from. Testing
+`anomaly.synthetic.defects` paints the synthetic defects the segmentation head learns from. Testing
 with the same generator flatters the head; and some of its kinds are no defect at all on a
 stochastic texture (a patch of grass cut and pasted into grass is grass). This module paints
 the defect kinds of MVTec AD's texture categories instead, written separately and never

@@ -21,9 +21,9 @@ SIZE_BINS = [(0.0, 0.005, "< 0.5%"), (0.005, 0.015, "0.5-1.5%"), (0.015, 1.0, ">
 
 
 def per_kind(model: Path, folder: Path) -> dict[str, tuple[float, int]]:
-    from anomaly.imageio import read_image, read_mask
-    from anomaly.metrics import roc_auc
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.imageio import read_image, read_mask
+    from anomaly.evaluation.metrics import roc_auc
+    from anomaly.inspection.inspector import Inspector
     from textures import defect_kind
 
     inspector = Inspector(model)

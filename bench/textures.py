@@ -30,7 +30,7 @@ Test defects (`--defects`):
 - independent (default): bench/texture_defects.py, the kinds of MVTec AD's texture
   categories (hole, foreign contamination, thread, glue, cut, colour), written apart from
   the training generator and visible by construction.
-- painted: the first version of this check, `anomaly.defects` (the generator the
+- painted: the first version of this check, `anomaly.synthetic.defects` (the generator the
   segmentation head trains on), faint ones (mean change under VISIBLE gray levels)
   repainted. On stochastic textures many of these are no defect a person can see: a
   patch of grass pasted into grass is grass. Kept to reproduce the earlier rows.
@@ -76,7 +76,7 @@ def _photo(name: str) -> np.ndarray:
 def build(texture: str, root: Path, seed: int = 0, n_train: int = 80, n_test: int = 40,
           defects: str = "independent", split: str = "rows") -> Path:
     """MVTec-style folder for one skimage texture; deterministic for a seed and defect set."""
-    from anomaly.defects import random_defect
+    from anomaly.synthetic.defects import random_defect
 
     import texture_defects
 
@@ -152,7 +152,7 @@ class ResidualOnly:
     learnt any defect's look."""
 
     def __init__(self, detector) -> None:
-        from anomaly.model import gaussian_kernel1d
+        from anomaly.training.model import gaussian_kernel1d
 
         self.det = detector
         self.kernel = gaussian_kernel1d(detector.model_config.smoothing_sigma)
@@ -161,9 +161,9 @@ class ResidualOnly:
     def score(self, images):
         import torch
 
-        from anomaly.imageio import per_image
-        from anomaly.model import separable_blur
-        from anomaly.train import to_tensor
+        from anomaly.inspection.imageio import per_image
+        from anomaly.training.model import separable_blur
+        from anomaly.training.fit import to_tensor
 
         maps, scores = [], []
         for img in images:
@@ -196,10 +196,10 @@ def main() -> None:
     a = p.parse_args()
 
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.export import export_onnx
-    from anomaly.runtime import Inspector
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.training.export import export_onnx
+    from anomaly.inspection.inspector import Inspector
 
     extra = json.loads(a.model_json) if a.model_json else {}
     train_extra = json.loads(a.train_json) if a.train_json else {}
@@ -233,7 +233,7 @@ def main() -> None:
            "quadrants": "training crops from the top-left and bottom-right quadrants, test crops from the other two",
            "quadrants-val": f"training crops from the top-left and bottom-right quadrants, {N_VALIDATION} held-out "
                             "(validation/good) crops from the bottom-left one, test crops from the top-right one"}[a.split],
-        ("- caveat: test defects come from anomaly.defects, the generator the segmentation head trains on "
+        ("- caveat: test defects come from anomaly.synthetic.defects, the generator the segmentation head trains on "
          "(other images, same kinds); the residual-only columns have learnt no defect look."
          if a.defects == "painted" else
          "- test defects: bench/texture_defects.py (hole, contamination, thread, glue, cut, colour on colour "

@@ -3,7 +3,7 @@
     python bench/tiny_defects.py [--sizes 256 512] [--epochs 20] [--fit-modes auto letterbox]
     python bench/tiny_defects.py --strip 4 --sizes 256 --fit-modes letterbox auto
 
-Generates washers at 512x512 (anomaly.synth), trains the default feature model at
+Generates washers at 512x512 (anomaly.synthetic.demo), trains the default feature model at
 each working size, then paints one tiny defect (pits / scratch / crack, exact masks)
 on each held-out good test part, sized so the defect covers about 0.05% of the image
 (~130 px of 262,144), and measures image AUROC (tiny-defect parts vs the untouched good
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly import metrics
+from anomaly.evaluation import metrics
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.defects import DEFECTS
-from anomaly.detector import Detector
-from anomaly.imageio import read_image, save_image
-from anomaly.synth import generate_dataset
+from anomaly.synthetic.defects import DEFECTS
+from anomaly.training.detector import Detector
+from anomaly.inspection.imageio import read_image, save_image
+from anomaly.synthetic.demo import generate_dataset
 
 OUT = Path(__file__).resolve().parent / "results_tiny.md"
 

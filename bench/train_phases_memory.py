@@ -100,12 +100,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/anomaly-phases"))
     a = ap.parse_args()
 
-    import anomaly.train as train_module
+    import anomaly.training.fit as train_module
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.evaluate import evaluate
-    from anomaly.export import export_onnx
-    from anomaly.runtime import Inspector
+    from anomaly.training.detector import Detector
+    from anomaly.evaluation.evaluate import evaluate
+    from anomaly.training.export import export_onnx
+    from anomaly.inspection.inspector import Inspector
 
     out = a.workdir / (a.name or f"size{a.image_size}-{a.epochs}ep")
     with PhaseMemory() as s:

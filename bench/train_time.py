@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from anomaly.config import ModelConfig, TrainConfig  # noqa: E402
-from anomaly.data import find_dataset  # noqa: E402
-from anomaly.detector import Detector  # noqa: E402
+from anomaly.evaluation.datasets import find_dataset  # noqa: E402
+from anomaly.training.detector import Detector  # noqa: E402
 from textures import build  # noqa: E402
 
 
@@ -65,7 +65,7 @@ if __name__ == "__main__":
           f"{det.summary['holdout_count']} held out): "
           f"trained in {time.perf_counter() - t:.0f} s, {det.summary['epochs_run']} epochs")
     if a.out:
-        from anomaly.export import export_onnx
+        from anomaly.training.export import export_onnx
 
         det.save(a.out)
         export_onnx(det, a.out / "model.onnx")

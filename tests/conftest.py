@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic MVTec-style washer folder (64 px): train/good, test/good, test/<defect>."""
-    from anomaly.synth import generate_dataset
+    from anomaly.synthetic.demo import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("tiny_data"), n_train=8, n_test_good=2, n_per_defect=1, size=64)
 
@@ -20,8 +20,8 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> P
     """An exported pixel-autoencoder model (64 px, 1 epoch) trained on `tiny_dataset`; needs torch."""
     torch = pytest.importorskip("torch")
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
-    from anomaly.export import export_onnx
+    from anomaly.training.detector import Detector
+    from anomaly.training.export import export_onnx
 
     threads = torch.get_num_threads()  # training with threads=1 sets it process-wide: put it back
     try:

@@ -12,12 +12,12 @@ import sys
 
 import pytest
 
-from anomaly import allocator
+from anomaly.training import allocator
 
 CHILD = r"""
 import json, resource, sys
 import anomaly  # before torch, as the CLI and any script that imports anomaly first
-from anomaly.allocator import keep_freed_memory
+from anomaly.training.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 import torch
 from torch import nn
@@ -66,7 +66,7 @@ def test_is_idempotent_and_a_no_op_off_linux(monkeypatch: pytest.MonkeyPatch) ->
 RELEASE_CHILD = r"""
 import json, os
 import anomaly
-from anomaly.allocator import keep_freed_memory, release_freed_memory
+from anomaly.training.allocator import keep_freed_memory, release_freed_memory
 keep_freed_memory()
 import torch
 

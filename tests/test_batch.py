@@ -1,4 +1,4 @@
-"""`anomaly score` (anomaly.batch): rows, exit codes, resume/repair, restart, overlays, torch-free."""
+"""`anomaly score` (anomaly.scoring.local): rows, exit codes, resume/repair, restart, overlays, torch-free."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly import batch
-from anomaly.batch import CSV_COLUMNS, EXIT_DEFECTS, EXIT_ERRORS, EXIT_OK, score_inputs
+from anomaly.scoring import local as batch
+from anomaly.scoring.local import CSV_COLUMNS, EXIT_DEFECTS, EXIT_ERRORS, EXIT_OK, score_inputs
 from anomaly.cli import main
-from anomaly.runtime import Inspector
+from anomaly.inspection.inspector import Inspector
 
 JSONL_KEYS = ["path", "score", "verdict", "image_threshold", "pixel_threshold", "width", "height", "regions", "error"]
 FAST = dict(progress=False, threads=1)
@@ -251,8 +251,8 @@ def test_runs_without_torch(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path)
         import sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
         from pathlib import Path
-        import anomaly.runtime, anomaly.batch
-        s = anomaly.batch.score_inputs(Path({str(mixed_folder)!r}), Path({str(tiny_onnx)!r}),
+        import anomaly.inspection.inspector, anomaly.scoring.local
+        s = anomaly.scoring.local.score_inputs(Path({str(mixed_folder)!r}), Path({str(tiny_onnx)!r}),
                                        Path({str(tmp_path / "out")!r}), overlays=True, progress=False, threads=1)
         loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         assert loaded == ["torch"] and sys.modules["torch"] is None, loaded

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from anomaly.calibrate import EDGE_TAIL, calibrate, edge_profile, upper_threshold
-from anomaly.model import edge_rings
+from anomaly.training.calibrate import EDGE_TAIL, calibrate, edge_profile, upper_threshold
+from anomaly.training.model import edge_rings
 
 EDGE_SIZE, EDGE_BAND = 128, 16
 RINGS = edge_rings(EDGE_SIZE)

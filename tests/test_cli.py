@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anomaly.cli import build_parser, main
-from anomaly.imageio import save_image
+from anomaly.inspection.imageio import save_image
 
 
 def _run(capsys, *argv):
@@ -119,7 +119,7 @@ def _train_configs(monkeypatch, tmp_path, option_sets: list[list[str]]) -> list:
         def fit(self, *args, **kwargs):
             raise Stop
 
-    monkeypatch.setattr("anomaly.detector.Detector", RecordingDetector)
+    monkeypatch.setattr("anomaly.training.detector.Detector", RecordingDetector)
     for extra in option_sets:
         with pytest.raises(Stop):
             main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *extra])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anomaly.data import (
+from anomaly.evaluation.datasets import (
     DatasetError,
     find_dataset,
     find_test_set,
@@ -12,7 +12,7 @@ from anomaly.data import (
     sample_training,
     split_holdout,
 )
-from anomaly.imageio import save_image
+from anomaly.inspection.imageio import save_image
 
 
 def _img(path, value=0.5):
@@ -77,7 +77,7 @@ def test_validation_images_are_the_held_out_set(tmp_path):
     """With validation/good, every train/good image is trained on and the validation
     images (only) stop training and calibrate; too few of them is a clear error."""
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     rng = np.random.default_rng(0)
     for i in range(8):
@@ -134,7 +134,7 @@ def test_validation_folder_is_capped_at_the_held_out_share(tmp_path):
     """validation/good images are kept at up to 4x detail: at most the held-out share of
     max_train_images of them are used (never fewer than min_holdout)."""
     from anomaly.config import ModelConfig, TrainConfig
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("validation", 9)):
@@ -160,7 +160,7 @@ def test_labelled_defects_are_kept_at_4x_the_models_detail_with_hairlines(tmp_pa
     """`--defects` images far larger than the model sees are shrunk like the held-out ones;
     a 1-px crack in the mask must survive the shrinking."""
     from anomaly.config import ModelConfig
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     big = np.full((1200, 1200), 0.5, np.float32)
     mask = np.zeros((1200, 1200), np.uint8)

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from anomaly import defects
-from anomaly.defects import DEFECT_KINDS, VISIBLE_DELTA, DefectSettings, random_defect
+from anomaly.synthetic import defects
+from anomaly.synthetic.defects import DEFECT_KINDS, VISIBLE_DELTA, DefectSettings, random_defect
 
 SIZE = 96
 

@@ -1,4 +1,4 @@
-"""`anomaly score --engine ray` (anomaly.distributed) on a local 2-CPU Ray instance:
+"""`anomaly score --engine ray` (anomaly.scoring.ray_engine) on a local 2-CPU Ray instance:
 same rows as the local scorer, error rows, resume from shards, a killed worker, the CLI."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from anomaly import distributed
-from anomaly.batch import CSV_COLUMNS, EXIT_ERRORS, score_inputs
+from anomaly.scoring import ray_engine as distributed
+from anomaly.scoring.local import CSV_COLUMNS, EXIT_ERRORS, score_inputs
 from anomaly.cli import main
-from anomaly.distributed import CRASH_ENV, score_with_ray
+from anomaly.scoring.ray_engine import CRASH_ENV, score_with_ray
 
 pytestmark = pytest.mark.slow
 QUIET = dict(progress=False)
@@ -230,7 +230,7 @@ def test_module_imports_neither_torch_nor_ray() -> None:
     code = textwrap.dedent("""
         import sys
         sys.modules["torch"] = None
-        import anomaly.distributed as d
+        import anomaly.scoring.ray_engine as d
         assert "ray" not in sys.modules, "ray is imported lazily"
         assert sys.modules["torch"] is None
         assert callable(d.score_with_ray)
@@ -269,8 +269,8 @@ def test_shard_round_trip_is_exact(tmp_path: Path) -> None:
 
 def test_ray_chunks_write_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     """The actors' chunk function honours overlays="fails" as the local scorer does."""
-    from anomaly.batch import collect_inputs
-    from anomaly.runtime import Inspector
+    from anomaly.scoring.local import collect_inputs
+    from anomaly.inspection.inspector import Inspector
 
     items = collect_inputs(tiny_dataset / "test")
     inspector = Inspector(tiny_onnx, threads=1)

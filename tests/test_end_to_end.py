@@ -13,15 +13,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly import metrics
+from anomaly.evaluation import metrics
 from anomaly.cli import main
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.data import find_test_set, load_mask
-from anomaly.defects import DEFECTS
-from anomaly.detector import Detector
+from anomaly.evaluation.datasets import find_test_set, load_mask
+from anomaly.synthetic.defects import DEFECTS
+from anomaly.training.detector import Detector
 from anomaly.errors import ModelFileError
-from anomaly.imageio import read_image, save_image
-from anomaly.synth import generate_dataset
+from anomaly.inspection.imageio import read_image, save_image
+from anomaly.synthetic.demo import generate_dataset
 
 SIZE = 128
 
@@ -108,9 +108,9 @@ def test_seed_makes_training_reproducible(dataset):
 
 
 def test_export_parity_on_real_images(trained, dataset, tmp_path):
-    from anomaly.export import export_onnx
-    from anomaly.parity import check_parity
-    from anomaly.runtime import Inspector
+    from anomaly.training.export import export_onnx
+    from anomaly.training.parity import check_parity
+    from anomaly.inspection.inspector import Inspector
 
     det, _ = trained
     path = export_onnx(det, tmp_path / "m.onnx")
@@ -135,7 +135,7 @@ def test_export_parity_on_real_images(trained, dataset, tmp_path):
 
 
 def test_export_refuses_uncalibrated_model(tmp_path):
-    from anomaly.export import export_onnx
+    from anomaly.training.export import export_onnx
 
     with pytest.raises(ModelFileError, match="not trained and calibrated"):
         export_onnx(Detector(ModelConfig(kind="ae", image_size=64, base_channels=8)), tmp_path / "x.onnx")
@@ -164,7 +164,7 @@ def test_synthetic_defects_give_f1_thresholds(trained, tmp_path):
     assert saved["image_threshold_f1"] == pytest.approx(cal.image_threshold_f1)
     import onnx
 
-    from anomaly.export import export_onnx
+    from anomaly.training.export import export_onnx
 
     model = onnx.load(str(export_onnx(det, tmp_path / "m.onnx")), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}

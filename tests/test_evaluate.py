@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.evaluate import evaluate
-from anomaly.imageio import save_image
+from anomaly.evaluation.evaluate import evaluate
+from anomaly.inspection.imageio import save_image
 
 SIZE = 32
 

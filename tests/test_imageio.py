@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly.imageio import (
+from anomaly.inspection.imageio import (
     limit_detail,
     ImageReadError,
     crop_to_content,
@@ -143,7 +143,7 @@ def test_auto_mode_letterboxes_near_squares_and_tiles_strips():
 
 
 def test_working_shape_is_the_grid_the_model_sees():
-    from anomaly.imageio import working_shape
+    from anomaly.inspection.imageio import working_shape
 
     img = np.zeros((300, 500, 3), np.float32)
     _, placement = prepare(img, 64, "letterbox")

@@ -1,4 +1,4 @@
-"""Tests for anomaly.metrics: checked against scikit-learn, brute force and hand calculations."""
+"""Tests for anomaly.evaluation.metrics: checked against scikit-learn, brute force and hand calculations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score as sk_f1_score
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from anomaly.metrics import (
+from anomaly.evaluation.metrics import (
     aupro,
     best_f1_threshold,
     f1_operating_threshold,

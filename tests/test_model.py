@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig
-from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map
+from anomaly.training.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map
 
 
 @pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae", "patch_memory"])
@@ -60,7 +60,7 @@ def test_feature_backbone_is_frozen_and_stays_in_eval_mode():
 
 
 def test_multiscale_ssim_sees_large_smooth_changes_that_one_window_misses():
-    from anomaly.model import gaussian_kernel1d, multiscale_ssim_residual
+    from anomaly.training.model import gaussian_kernel1d, multiscale_ssim_residual
 
     window = gaussian_kernel1d(1.5)
     yy, xx = np.mgrid[0:128, 0:128] / 128.0
@@ -102,7 +102,7 @@ def test_mirrored_border_makes_edge_features_look_like_the_inside():
     """On a uniform part every feature should be the same; the convolutions' zero padding
     makes the edge cells differ, the mirrored margin removes most of that."""
     from anomaly.config import ModelConfig
-    from anomaly.networks import FeatureExtractor
+    from anomaly.training.networks import FeatureExtractor
 
     x = torch.full((1, 3, 128, 128), 0.5)
     spread = {}

@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig, from_dict
-from anomaly.model import InspectionModule
-from anomaly.networks import PatchMemory
-from anomaly.train import greedy_coreset, train
+from anomaly.training.model import InspectionModule
+from anomaly.training.networks import PatchMemory
+from anomaly.training.fit import greedy_coreset, train
 
 
 def test_coreset_keeps_rare_patterns_and_thins_the_bulk():

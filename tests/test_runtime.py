@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from anomaly.errors import ModelFileError
-from anomaly.imageio import list_images, read_image
-from anomaly.regions import defect_mask, find_regions, mask_and_regions
-from anomaly.runtime import Inspector
+from anomaly.inspection.imageio import list_images, read_image
+from anomaly.inspection.regions import defect_mask, find_regions, mask_and_regions
+from anomaly.inspection.inspector import Inspector
 
 
 def test_hysteresis_regions_need_a_strong_pixel():

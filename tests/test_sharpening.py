@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.model import InspectionModule, gaussian_kernel1d, separable_blur
-from anomaly.sharpening import PatchAdversary, PerceptualLoss
-from anomaly.train import train
+from anomaly.training.model import InspectionModule, gaussian_kernel1d, separable_blur
+from anomaly.training.sharpening import PatchAdversary, PerceptualLoss
+from anomaly.training.fit import train
 
 
 def _edges(size: int = 64) -> torch.Tensor:

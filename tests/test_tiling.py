@@ -12,14 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly.batch import score_inputs
+from anomaly.scoring.local import score_inputs
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.defects import DEFECTS
-from anomaly.detector import Detector
-from anomaly.export import export_onnx
-from anomaly.imageio import Tiling, read_image, save_image
-from anomaly.runtime import Inspector
-from anomaly.synth import generate_dataset
+from anomaly.synthetic.defects import DEFECTS
+from anomaly.training.detector import Detector
+from anomaly.training.export import export_onnx
+from anomaly.inspection.imageio import Tiling, read_image, save_image
+from anomaly.inspection.inspector import Inspector
+from anomaly.synthetic.demo import generate_dataset
 
 SIZE = 64
 
@@ -89,7 +89,7 @@ def test_onnx_runtime_and_batch_stitch_tiles_like_torch(strip_model):
 def test_pixel_metrics_use_the_tiled_frame(strip_model):
     """A strip's pixel metrics are computed on the frame the tiles cover, not on a
     square the strip was squashed into, for the model folder and the ONNX file alike."""
-    from anomaly.evaluate import _eval_shape, evaluate, model_grid
+    from anomaly.evaluation.evaluate import _eval_shape, evaluate, model_grid
 
     det, onnx_path, good, bad, root = strip_model
     for scorer in (det, Inspector(onnx_path)):

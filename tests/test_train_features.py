@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.defects import DefectSettings
-from anomaly.model import InspectionModule
-from anomaly.train import build_feature_bank, feature_copies, train, train_segmentation_head
+from anomaly.synthetic.defects import DefectSettings
+from anomaly.training.model import InspectionModule
+from anomaly.training.fit import build_feature_bank, feature_copies, train, train_segmentation_head
 
 
 def _images(n: int, size: int = 64) -> list[np.ndarray]:
@@ -55,7 +55,7 @@ def test_head_learns_to_point_at_painted_defects(sees_features):
     # one stream painted
     cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=4, head_epochs=30, learning_rate=3e-3)
     rng = np.random.default_rng(0)
-    from anomaly.train import feature_statistics
+    from anomaly.training.fit import feature_statistics
     feature_statistics(module, images, 8)
     bank = build_feature_bank(module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.15, 0.3)), rng, progress=False)
     losses = train_segmentation_head(module, bank, cfg, rng, progress=False)
@@ -73,7 +73,7 @@ def test_head_scales_residual_and_needs_synthetic_defects():
     r, p = module.residual_components(x)
     assert bool(((p >= 0) & (p <= 1)).all())
     blurred = module.raw_map(x)
-    from anomaly.model import separable_blur
+    from anomaly.training.model import separable_blur
     assert torch.allclose(blurred, separable_blur(r * (1 + p), module.smooth_kernel), atol=1e-6)
     with pytest.raises(ValueError, match="synthetic"):
         train(module, _images(4), _images(2), TrainConfig(epochs=1, synthetic_fraction=0.0), progress=False)
@@ -127,7 +127,7 @@ def test_fine_tuning_needs_a_head():
 
 
 def test_augment_pair_moves_the_mask_with_the_image():
-    from anomaly.augment import augment_pair
+    from anomaly.training.augment import augment_pair
     from anomaly.config import AugmentConfig
 
     img = np.zeros((64, 64, 3), np.float32)
@@ -147,7 +147,7 @@ def test_memory_distance_is_added_in_units_of_each_alarm_level():
     module.residual_scale.copy_(torch.tensor([2.0, 5.0]))
     x = torch.rand(2, 3, 64, 64)
     r, p, d = module.feature_components(x)
-    from anomaly.model import separable_blur
+    from anomaly.training.model import separable_blur
     want = separable_blur(r * (1 + p) / 2.0 + d / 5.0, module.smooth_kernel)
     assert torch.allclose(module.raw_map(x), want, atol=1e-5)
     assert float(d.min()) > 0  # random memory: every patch is some distance away
@@ -156,7 +156,7 @@ def test_memory_distance_is_added_in_units_of_each_alarm_level():
 def test_memory_calibration_maps_are_the_modules_raw_maps():
     """Calibration derives the combined map from the two smoothed parts (one backbone
     pass); it must equal what the module itself computes once the levels are set."""
-    from anomaly.detector import Detector
+    from anomaly.training.detector import Detector
 
     det = Detector(ModelConfig(image_size=64, segmentation_head=True, memory_size=32))
     det.module.eval().memory.remember(torch.randn(32, det.module.features.channels))
@@ -171,7 +171,7 @@ def test_memory_calibration_maps_are_the_modules_raw_maps():
 
 @pytest.mark.parametrize("balanced", [False, True])
 def test_feature_statistics_weigh_channels_or_blocks_alike(balanced):
-    from anomaly.train import feature_statistics, to_tensor
+    from anomaly.training.fit import feature_statistics, to_tensor
 
     rng = np.random.default_rng(0)
     images = [rng.random((64, 64, 3), dtype=np.float32) for _ in range(4)]
@@ -188,9 +188,9 @@ def test_feature_statistics_weigh_channels_or_blocks_alike(balanced):
 
 def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path):
     """The opt-in head input (features beside the residual) survives save/load and ONNX."""
-    from anomaly.detector import Detector
-    from anomaly.export import export_onnx
-    from anomaly.parity import check_parity
+    from anomaly.training.detector import Detector
+    from anomaly.training.export import export_onnx
+    from anomaly.training.parity import check_parity
 
     cfg = ModelConfig(image_size=64, head_sees_features=True, memory_size=64)
     det = Detector(cfg, TrainConfig(epochs=1, batch_size=8, feature_copies=2, head_epochs=1)).fit(tiny_dataset, progress=False)
@@ -205,7 +205,7 @@ def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path)
 @pytest.mark.parametrize("cap, per_epoch", [(4, 4), (0, 10)])
 def test_epoch_rows_are_capped(monkeypatch, cap, per_epoch):
     """Past max_epoch_rows, more training images do not make an epoch longer."""
-    from anomaly import train as train_module
+    from anomaly.training import fit as train_module
     drawn: list[int] = []
     original = train_module.FeatureBank.batch
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "ui"))
 @pytest.fixture(scope="module")
 def picks() -> dict:
     """A defective sample the model fails and a good sample it passes, with scores."""
-    from anomaly.imageio import read_image
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.imageio import read_image
+    from anomaly.inspection.inspector import Inspector
 
     ins = Inspector(MODEL)
     good = sorted((SAMPLES / "good").glob("*.png"))
@@ -161,9 +161,9 @@ def test_extra_inputs_hook_and_bad_model_upload(picks):
 
 
 def test_batch_exports(picks):
-    import dashboard_logic as logic
+    from anomaly.ui import logic
 
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.inspector import Inspector
 
     ins = Inspector(MODEL)
     files = [("a/defect.png", picks["bad"].read_bytes()), ("good.png", picks["good"].read_bytes()), ("bad.png", b"x")]
@@ -179,9 +179,9 @@ def test_batch_exports(picks):
 
 def test_large_image_is_downscaled_for_display_only(picks):
     import cv2
-    import dashboard_logic as logic
+    from anomaly.ui import logic
 
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.inspector import Inspector
 
     img = cv2.imread(str(picks["bad"]))
     big = cv2.resize(img, (2400, 1800), interpolation=cv2.INTER_LINEAR)
@@ -212,7 +212,7 @@ def make_scored_folder(tmp: Path, picks) -> Path:
 
 
 def test_review_scored_folder_failures_first(tmp_path, picks):
-    import dashboard_logic as logic
+    from anomaly.ui import logic
 
     out = make_scored_folder(tmp_path, picks)
     run = logic.load_scored_folder(out)
@@ -240,20 +240,20 @@ def test_dashboard_does_not_import_torch():
     import ast
     import subprocess
 
-    forbidden = ("torch", "anomaly.detector", "anomaly.model", "anomaly.train", "anomaly.export")
-    for path in (APP, ROOT / "ui" / "dashboard_logic.py"):
+    forbidden = ("torch", "anomaly.training.detector", "anomaly.training.model", "anomaly.training.fit", "anomaly.training.export")
+    for path in (APP, ROOT / "anomaly" / "ui" / "logic.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not [n for n in names if n.startswith(forbidden)], (path, names)
-    code = "import sys; sys.path.insert(0, 'ui'); import dashboard_logic; assert 'torch' not in sys.modules"
+    code = "import sys; import anomaly.ui.logic; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 def test_review_reads_empty_numbers_and_overlay_names(tmp_path):
     """An ERROR row of `anomaly score` has empty regions fields; overlays are found under
     their current name (suffix .jpg appended unless present) and the older .png name."""
-    import dashboard_logic as logic
+    from anomaly.ui import logic
 
     (tmp_path / "overlays").mkdir()
     (tmp_path / "results.csv").write_text(

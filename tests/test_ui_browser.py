@@ -41,8 +41,8 @@ def free_port() -> int:
 
 def failing_sample() -> Path:
     """The defective sample the current model scores highest (it must be a FAIL)."""
-    from anomaly.imageio import read_image
-    from anomaly.runtime import Inspector
+    from anomaly.inspection.imageio import read_image
+    from anomaly.inspection.inspector import Inspector
 
     ins = Inspector(MODEL, threads=1)
     bad = sorted(p for p in SAMPLES.glob("*/*.png") if p.parent.name != "good")

@@ -3,8 +3,8 @@
 import cv2
 import numpy as np
 
-from anomaly.imageio import to_uint8
-from anomaly.visualize import colorize, overlay
+from anomaly.inspection.imageio import to_uint8
+from anomaly.inspection.overlays import colorize, overlay
 
 
 def _blend_everywhere(image: np.ndarray, heatmap: np.ndarray, pixel_threshold: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .imageio import to_uint8
+from anomaly.inspection.imageio import to_uint8
 
 OUTLINE_RGB = (255, 40, 40)
 HEAT_MAX = 1.5  # calibrated score drawn at the hot end of the colour map

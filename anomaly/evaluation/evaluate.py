@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import metrics
-from .data import TestSample, find_test_set, load_mask
-from .imageio import ImageReadError, read_image, save_image, working_shape
-from .regions import defect_mask
-from .visualize import colorize, overlay, panel_row
+from anomaly.evaluation import metrics
+from anomaly.evaluation.datasets import TestSample, find_test_set, load_mask
+from anomaly.inspection.imageio import ImageReadError, read_image, save_image, working_shape
+from anomaly.inspection.regions import defect_mask
+from anomaly.inspection.overlays import colorize, overlay, panel_row
 
 
 class Scorer(Protocol):

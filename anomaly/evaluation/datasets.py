@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageio import ImageReadError, list_images, read_image, read_mask
+from anomaly.inspection.imageio import ImageReadError, list_images, read_image, read_mask
 
 
 class DatasetError(ValueError):

@@ -1,6 +1,6 @@
 """Synthetic defects painted onto good images.
 
-Used for the demo dataset (`anomaly.synth`) and for training models that learn
+Used for the demo dataset (`anomaly.synthetic.demo`) and for training models that learn
 from synthetic defects. Every painter takes an internal-form image (float32
 (H, W, 3) RGB in [0, 1]) and a `numpy.random.Generator` and returns
 `(defective_image, mask)`.

@@ -66,10 +66,10 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from . import __version__
-from .imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, prepare, read_image, stack
-from .regions import mask_and_regions
-from .runtime import Inspection, Inspector
+from anomaly import __version__
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, prepare, read_image, stack
+from anomaly.inspection.regions import mask_and_regions
+from anomaly.inspection.inspector import Inspection, Inspector
 
 EXIT_OK = 0
 EXIT_DEFECTS = 1

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
+from anomaly.config import ModelConfig
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -226,7 +226,7 @@ class PatchMemory(nn.Module):
     neighbourhood (a little spatial context, as PatchCore's local aggregation) and
     scored by its Euclidean distance to the nearest of `size` remembered normal
     patches. Nothing is learnt by gradient: the memory is a coreset of the training
-    patches (`anomaly.train.greedy_coreset`). Unlike an autoencoder it cannot
+    patches (`anomaly.training.fit.greedy_coreset`). Unlike an autoencoder it cannot
     "reconstruct" a defect it has never seen, which is what makes it work on varied
     textures. The nearest-neighbour search is one matrix product, an argmin and a
     gather, so it exports to ONNX as is.

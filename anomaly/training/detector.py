@@ -22,17 +22,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import __version__
-from .allocator import keep_freed_memory
-from .calibrate import Calibration, calibrate, edge_profile
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
-from .defects import DefectSettings, random_defect
-from .errors import ModelFileError
-from .imageio import Layout, limit_detail, per_image, prepare, read_image
-from .metrics import f1_operating_threshold, pixel_f1_threshold
-from .model import InspectionModule, separable_blur
-from .train import to_tensor, train
+from anomaly import __version__
+from anomaly.training.allocator import keep_freed_memory
+from anomaly.training.calibrate import Calibration, calibrate, edge_profile
+from anomaly.config import ModelConfig, TrainConfig, from_dict, to_dict
+from anomaly.evaluation.datasets import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
+from anomaly.synthetic.defects import DefectSettings, random_defect
+from anomaly.errors import ModelFileError
+from anomaly.inspection.imageio import Layout, limit_detail, per_image, prepare, read_image
+from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
+from anomaly.training.model import InspectionModule, separable_blur
+from anomaly.training.fit import to_tensor, train
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

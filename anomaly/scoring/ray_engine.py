@@ -1,13 +1,13 @@
 """`anomaly score --engine ray`: score a folder of images on a Ray cluster (Ray Data).
 
 Optional extra: ``pip install "anomaly[ray]"`` (ray[data] + pyarrow). This module imports
-neither at import time, and never imports torch: it runs wherever `anomaly.batch` runs.
+neither at import time, and never imports torch: it runs wherever `anomaly.scoring.local` runs.
 
 How a run works
 ---------------
 
 - The driver (the process that calls `score_with_ray`) lists INPUT with
-  `anomaly.batch.collect_inputs`, checks OUT_DIR exactly like the local scorer
+  `anomaly.scoring.local.collect_inputs`, checks OUT_DIR exactly like the local scorer
   (`RunInfo`, `open_results`: same model sha256, thresholds and input, or ``restart``),
   and splits the images still to do into chunks of ``batch_size`` in input order: the
   very chunks the local scorer would form, so both engines call the model on the same
@@ -17,7 +17,7 @@ How a run works
   onnxruntime session (`Inspector`, created once in the actor's ``__init__``). An actor
   reads and decodes its chunk's files in parallel threads with `load_input` (decoding
   where the model runs: a decoded float32 image is 4-12x the size of its file, so it is
-  never shipped between processes), scores them (`anomaly.batch._inspect_chunk`: the
+  never shipped between processes), scores them (`anomaly.scoring.local._inspect_chunk`: the
   same code and the same ERROR rows as the local scorer), writes overlays if asked and
   returns the rows. The model file travels once through the Ray object store, so only
   the images need to be reachable from every node.
@@ -40,7 +40,7 @@ Nothing is lost
   so nothing is lost or duplicated. When the retries are exhausted the run stops with
   `RayScoringError`; everything written so far stays, and the next run resumes.
 - ``restart=True`` moves ``shards/`` aside to ``shards.<UTC timestamp>`` along with
-  the files `anomaly.batch.move_aside` moves.
+  the files `anomaly.scoring.local.move_aside` moves.
 
 Test hook: if the environment variable ``ANOMALY_RAY_CRASH_ONCE`` names a file that does
 not exist, the first actor to finish a batch creates that file and kills its own process
@@ -65,7 +65,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .batch import (
+from anomaly.scoring.local import (
     CSV_COLUMNS,
     RESULTS_CSV,
     RESULTS_JSONL,
@@ -86,7 +86,7 @@ from .batch import (
     wants_overlay,
     write_overlays,
 )
-from .runtime import Inspection, Inspector
+from anomaly.inspection.inspector import Inspection, Inspector
 
 SHARDS_DIR = "shards"
 CRASH_ENV = "ANOMALY_RAY_CRASH_ONCE"
@@ -363,7 +363,7 @@ def _crash_once(marker: str | None) -> None:
 def score_chunk(inspector: Inspector, items: Sequence[InputItem], shown: Sequence[str], image_threshold: float,
                 pixel_threshold: float, batch_size: int, decoder: ThreadPoolExecutor | None = None,
                 overlays_dir: str | None = None, overlays_mode: str | None = "all") -> list[dict[str, Any]]:
-    """The rows of one chunk, built exactly as `anomaly.batch.score_inputs` builds them.
+    """The rows of one chunk, built exactly as `anomaly.scoring.local.score_inputs` builds them.
     `shown[i]` is how items[i].path is named in error messages (the path as the user gave
     it; the actor may read it through an absolute path)."""
     it, pt = image_threshold, pixel_threshold

@@ -16,9 +16,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from . import __version__
-from .detector import Detector
-from .errors import ModelFileError
+from anomaly import __version__
+from anomaly.training.detector import Detector
+from anomaly.errors import ModelFileError
 
 FORMAT = "anomaly-onnx/1"
 INPUT_NAME = "image"

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,14 +24,14 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from anomaly.imageio import IMAGE_EXTENSIONS, ImageReadError, decode_image, to_uint8
-from anomaly.runtime import Inspection, Inspector
-from anomaly.visualize import overlay
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, ImageReadError, decode_image, to_uint8
+from anomaly.inspection.inspector import Inspection, Inspector
+from anomaly.inspection.overlays import overlay
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
+# Relative to the folder the dashboard runs in (`anomaly ui --models DIR` sets the first).
+MODELS_DIR = Path(os.environ.get("ANOMALY_MODELS_DIR", "models"))
 DEFAULT_MODEL = "default.onnx"
-SAMPLES_DIR = ROOT / "sample_images" / "washer" / "test"
+SAMPLES_DIR = Path("sample_images") / "washer" / "test"
 # A few good parts and one example of each defect type.
 SAMPLE_SELECTION = (
     "good/000.png", "good/001.png", "good/002.png",
@@ -384,7 +385,7 @@ def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
 def overlay_relpaths(rel: str) -> list[PurePosixPath]:
     """Where `anomaly score --overlays` may have saved the overlay of a results.csv
     path, below overlays/: '<path>.jpg' (current) or '<path>.png' (earlier versions)."""
-    from anomaly.batch import OVERLAY_SUFFIX, overlay_relpath
+    from anomaly.scoring.local import OVERLAY_SUFFIX, overlay_relpath
 
     return [overlay_relpath(rel, OVERLAY_SUFFIX), overlay_relpath(rel, ".png")]
 

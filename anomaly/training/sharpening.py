@@ -20,9 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .config import ModelConfig
-from .model import IMAGENET_MEAN, IMAGENET_STD
-from .networks import FeatureExtractor
+from anomaly.config import ModelConfig
+from anomaly.training.model import IMAGENET_MEAN, IMAGENET_STD
+from anomaly.training.networks import FeatureExtractor
 
 
 class PerceptualLoss(nn.Module):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detector import Detector
-from .imageio import list_images, read_image, to_batch
-from .runtime import Inspector
+from anomaly.training.detector import Detector
+from anomaly.inspection.imageio import list_images, read_image, to_batch
+from anomaly.inspection.inspector import Inspector
 
 
 def parity_images(det: Detector, count: int = 4) -> list[np.ndarray]:

@@ -3,7 +3,7 @@
 One `Inspector` holds one onnxruntime session and may be shared by threads
 (onnxruntime's `run` is thread-safe and this class keeps no per-call state).
 Images of any size and format are prepared exactly as in training
-(`anomaly.imageio.prepare`: a letterboxed square or tiles), and heatmaps are mapped back
+(`anomaly.inspection.imageio.prepare`: a letterboxed square or tiles), and heatmaps are mapped back
 to the original pixels.
 Thresholds come from the file's metadata and can be overridden per call.
 """
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ModelFileError
-from .imageio import per_image, read_image, to_batch
-from .regions import Region, mask_and_regions
-from .visualize import overlay
+from anomaly.errors import ModelFileError
+from anomaly.inspection.imageio import per_image, read_image, to_batch
+from anomaly.inspection.regions import Region, mask_and_regions
+from anomaly.inspection.overlays import overlay
 
 FORMAT = "anomaly-onnx/1"
 

@@ -18,13 +18,13 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory, release_freed_memory
-from .augment import augment, augment_pair
-from .config import ModelConfig, TrainConfig
-from .defects import DefectSettings, random_defect
-from .model import InspectionModule
-from .networks import PatchMemory
-from .sharpening import PatchAdversary, PerceptualLoss
+from anomaly.training.allocator import keep_freed_memory, release_freed_memory
+from anomaly.training.augment import augment, augment_pair
+from anomaly.config import ModelConfig, TrainConfig
+from anomaly.synthetic.defects import DefectSettings, random_defect
+from anomaly.training.model import InspectionModule
+from anomaly.training.networks import PatchMemory
+from anomaly.training.sharpening import PatchAdversary, PerceptualLoss
 
 
 @dataclass

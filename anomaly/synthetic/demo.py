@@ -35,8 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anomaly import defects
-from anomaly.imageio import save_image
+from anomaly.synthetic import defects
+from anomaly.inspection.imageio import save_image
 
 CATEGORIES = ("washer", "texture")
 
@@ -328,19 +328,19 @@ def _clear_stale(folders: list[Path]) -> None:
 
 def _readme(category: str, spec: _Category, seed: int, size: int, counts: dict[str, int]) -> str:
     lines = [
-        f"Synthetic '{category}' dataset (MVTec AD layout), rendered procedurally by anomaly.synth.",
+        f"Synthetic '{category}' dataset (MVTec AD layout), rendered procedurally by anomaly.synthetic.demo.",
         "",
         f"Scene: {spec.description}.",
         f"Generated with: generate_dataset(out_dir, seed={seed}, category={category!r}, size={size}, "
         f"n_train={counts['train']}, n_test_good={counts['test_good']}, n_per_defect={counts['per_defect']})",
-        "or: python -m anomaly.synth OUT_DIR --category " + category + f" --seed {seed}",
+        "or: python -m anomaly.synthetic.demo OUT_DIR --category " + category + f" --seed {seed}",
         "The same arguments always write byte-identical files.",
         "",
         f"train/good: {counts['train']} good images; test/good: {counts['test_good']} good images.",
         f"test/<defect>: {counts['per_defect']} images each for: {', '.join(spec.defect_kinds)}.",
         "ground_truth/<defect>/<name>_mask.png: 0/255 masks, 255 exactly where the defect visibly changed",
         "the scene (by at least 4 grey levels, before sensor noise is added).",
-        "Defects are painted with anomaly.defects; good images vary slightly (position, orientation,",
+        "Defects are painted with anomaly.synthetic.defects; good images vary slightly (position, orientation,",
         "brightness, sensor noise) as parts on a production line do.",
         ("Images are single-channel (monochrome camera)." if spec.mono else "Images are RGB."),
         "",
@@ -400,7 +400,7 @@ def generate_dataset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: python -m anomaly.synth OUT_DIR [--category washer] [--seed 0]."""
+    """Command line: python -m anomaly.synthetic.demo OUT_DIR [--category washer] [--seed 0]."""
     parser = argparse.ArgumentParser(description="Write a synthetic MVTec-style demo dataset.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--category", default="washer", choices=CATEGORIES)
