@@ -298,6 +298,20 @@ def per_image(maps: Sequence[np.ndarray], layouts: Sequence[Layout]) -> list[Seq
     return out
 
 
+def heatmap_and_score(views: Sequence[np.ndarray], layout: Layout) -> tuple[np.ndarray, float]:
+    """One image's model maps -> (heatmap at the image's own resolution, image score).
+
+    The score is the maximum over the image's content at working resolution (padding
+    excluded), taken before resizing so it does not depend on the original size."""
+    content = layout.content(views)
+    return layout.original(content), float(content.max())
+
+
+def heatmaps_and_scores(maps: Sequence[np.ndarray], layouts: Sequence[Layout]) -> list[tuple[np.ndarray, float]]:
+    """A batch's model maps (all views in order) -> each image's (heatmap, score)."""
+    return [heatmap_and_score(views, layout) for views, layout in zip(per_image(maps, layouts), layouts)]
+
+
 def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> tuple[np.ndarray, Placement]:
     """Resize an internal-form image to size x size.
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import per_image, read_image, to_batch
+from anomaly.inspection.imageio import heatmaps_and_scores, read_image, to_batch
 from anomaly.inspection.regions import Region, mask_and_regions
 from anomaly.inspection.overlays import overlay
 
@@ -163,10 +163,9 @@ class Inspector:
         for i in range(0, len(images), batch_size):
             batch, layouts = to_batch(images[i : i + batch_size], *self.info.grid)
             out, _ = self.run(batch)
-            for views, layout in zip(per_image(out, layouts), layouts):
-                content = layout.content(views)
-                scores.append(float(content.max()))
-                maps.append(layout.original(content))
+            for heatmap, score in heatmaps_and_scores(out, layouts):
+                maps.append(heatmap)
+                scores.append(score)
         return maps, np.asarray(scores, dtype=np.float64)
 
     def inspect_batch(

@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from anomaly import __version__
-from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, list_images, per_image, prepare, read_image, stack
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, heatmap_and_score, list_images, per_image, prepare, read_image, stack
 from anomaly.inspection.regions import mask_and_regions
 from anomaly.inspection.inspector import Inspection, Inspector
 
@@ -563,12 +563,9 @@ def _finish(raw: tuple[np.ndarray, Layout] | str, it: float, pt: float) -> Inspe
     Inspector.inspect_batch does), or the error it already was."""
     if isinstance(raw, str):
         return raw
-    views, layout = raw
-    content = layout.content(views)
-    score = float(content.max())
+    heatmap, score = heatmap_and_score(*raw)
     if not math.isfinite(score):
         return "model returned a non-finite score"
-    heatmap = layout.original(content)
     mask, regions = mask_and_regions(heatmap, it, pt)
     return Inspection(score, it, pt, heatmap, mask, regions)
 

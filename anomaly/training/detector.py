@@ -29,7 +29,7 @@ from anomaly.config import ModelConfig, TrainConfig, from_dict, to_dict
 from anomaly.evaluation.datasets import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import Layout, limit_detail, per_image, prepare, read_image
+from anomaly.inspection.imageio import Layout, heatmaps_and_scores, limit_detail, per_image, prepare, read_image
 from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
 from anomaly.training.model import InspectionModule, separable_blur
 from anomaly.training.fit import to_tensor, train
@@ -282,10 +282,9 @@ class Detector:
             prepared = [self._fit(img) for img in images[i : i + batch_size]]
             out, _ = self.module(to_tensor([view for views, _ in prepared for view in views]))
             layouts = [layout for _, layout in prepared]
-            for views, layout in zip(per_image(out.numpy()[:, 0], layouts), layouts):
-                content = layout.content(views)
-                scores.append(float(content.max()))
-                maps.append(layout.original(content))
+            for heatmap, score in heatmaps_and_scores(out.numpy()[:, 0], layouts):
+                maps.append(heatmap)
+                scores.append(score)
         return maps, np.array(scores)
 
     def predict(self, images: list[np.ndarray], image_threshold: float | None = None) -> np.ndarray:
