@@ -20,56 +20,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from anomaly.contract import OUTPUT_NAMES, ModelInfo, check_seal
 from anomaly.errors import ModelFileError
 from anomaly.inspection.imageio import heatmaps_and_scores, read_image, to_batch
 from anomaly.inspection.regions import Region, mask_and_regions
 from anomaly.inspection.overlays import overlay
-
-FORMAT = "anomaly-onnx/1"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the ONNX file says about itself (its metadata_props)."""
-
-    path: Path
-    input_size: int
-    fit_mode: str
-    tiles: int
-    image_threshold: float
-    pixel_threshold: float
-    model_kind: str
-    metadata: dict[str, str]
-
-    @property
-    def grid(self) -> tuple[int, str, int]:
-        """(working size, fit mode, tiles): how images reach the model (imageio.prepare)."""
-        return self.input_size, self.fit_mode, self.tiles
-
-    @classmethod
-    def from_metadata(cls, path: Path, meta: dict[str, str]) -> ModelInfo:
-        if meta.get("anomaly.format") != FORMAT:
-            raise ModelFileError(f"{path}: not an anomaly inspection model (no '{FORMAT}' metadata); export it with `anomaly export`")
-        try:
-            return cls(
-                path=path,
-                input_size=int(meta["input_size"]),
-                fit_mode=meta.get("fit_mode", "letterbox"),
-                tiles=int(meta.get("tiles", "1")),
-                image_threshold=float(meta["image_threshold"]),
-                pixel_threshold=float(meta["pixel_threshold"]),
-                model_kind=meta.get("model_kind", "?"),
-                metadata=dict(meta),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ModelFileError(f"{path}: model metadata is incomplete ({exc})") from exc
-
-    def summary(self) -> dict[str, Any]:
-        """The facts an inspector or integrator wants to see, in display order."""
-        keys = ("model_kind", "input_size", "fit_mode", "tiles", "image_threshold", "pixel_threshold", "train_count",
-                "train_image_sizes", "train_data", "trained", "created", "project_version")
-        return {k: self.metadata.get(k, "") for k in keys}
-
 
 @dataclass
 class Inspection:
@@ -136,12 +91,23 @@ class Inspector:
         path = Path(model_path)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
+        data = path.read_bytes()  # one read: what is checked is what is loaded
         try:
-            self.session = ort.InferenceSession(str(path), _session_options(threads, spin), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, _session_options(threads, spin), providers=["CPUExecutionProvider"])
         except Exception as exc:  # several exception types all mean: not a usable file
             raise ModelFileError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
         self.info = ModelInfo.from_metadata(path, self.session.get_modelmeta().custom_metadata_map)
+        check_seal(path, data)
+        self._check_signature(path)
         self.input_name = self.session.get_inputs()[0].name
+
+    def _check_signature(self, path: Path) -> None:
+        """One image input and the contract's two outputs, or the file is refused at load."""
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or outputs != list(OUTPUT_NAMES):
+            raise ModelFileError(f"{path}: the model has inputs {[i.name for i in inputs]} and outputs {outputs}; "
+                                 f"an inspection model has one input and the outputs {list(OUTPUT_NAMES)}")
 
     @property
     def image_threshold(self) -> float:

@@ -114,7 +114,7 @@ class Detector:
             self.calibrate_with_synthetic(hold_raw)
         sizes = sorted({f"{w}x{h}" for h, w in sizes_seen})
         self.summary = {
-            "data": str(Path(data).resolve()),
+            "data": Path(data).resolve().name,  # the folder's name: model files carry no path of the training machine
             "train_count": len(fit_ok),
             "holdout_count": len(hold_ok),
             "holdout_from": "validation/good" if dataset.validation else "train/good",

@@ -18,30 +18,15 @@ import torch
 
 from anomaly import __version__
 from anomaly.training.detector import Detector
+from anomaly.contract import FORMAT, FORMAT_KEY, INPUT_NAME, OUTPUT_NAMES, RESIZE_TEXT, seal_file, seal_placeholder
 from anomaly.errors import ModelFileError
-
-FORMAT = "anomaly-onnx/1"
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("anomaly_map", "image_score")
-_LETTERBOX = ("keep aspect ratio, longest side to input_size (area filter when shrinking, bilinear when "
-              "enlarging), pad by replicating edge pixels, centred")
-_TILE = ("resize (same filters) so the short side is tiles x input_size; cut input_size squares, n = "
-         "ceil(side / input_size) per side, origins round(i * (side - input_size) / (n - 1)); blend their "
-         "maps with tent weights max(min(t + 0.5, S - t - 0.5) / (S / 2), 0.02) per axis; see docs/onnx.md")
-RESIZE_TEXT = {
-    "letterbox": _LETTERBOX,
-    "stretch": "stretch to input_size x input_size (area filter when shrinking, bilinear when enlarging)",
-    "tile": _TILE,
-    "auto": f"tile as in fit_mode tile when the long side >= 2 x the short side or tiles > 1, else {_LETTERBOX}",
-}
-
 
 def metadata_for(det: Detector) -> dict[str, str]:
     """All metadata values are strings (ONNX requires it); numbers as decimal text."""
     cfg, cal, summary = det.model_config, det.calibration, det.summary
     assert cal is not None
     meta = {
-        "anomaly.format": FORMAT,
+        FORMAT_KEY: FORMAT,
         "input_name": INPUT_NAME,
         "input_shape": f"N,3,{cfg.image_size},{cfg.image_size}",
         "input_size": str(cfg.image_size),
@@ -61,7 +46,7 @@ def metadata_for(det: Detector) -> dict[str, str]:
         "train_count": str(summary.get("train_count", "")),
         "holdout_count": str(summary.get("holdout_count", "")),
         "train_image_sizes": ",".join(summary.get("image_sizes", [])),
-        "train_data": str(summary.get("data", "")),
+        "train_data": Path(str(summary.get("data", ""))).name,  # the folder's name: no path of the training machine
         "trained": str(summary.get("created", "")),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "project_version": __version__,
@@ -73,6 +58,8 @@ def metadata_for(det: Detector) -> dict[str, str]:
         meta["pixel_threshold_f1"] = repr(float(cal.pixel_threshold_f1))
     if cal.image_threshold_f1 is not None and cal.f1_source:
         meta["f1_source"] = cal.f1_source  # "labelled" or "synthetic"
+    key, placeholder = seal_placeholder()
+    meta[key] = placeholder
     return meta
 
 
@@ -105,6 +92,7 @@ def export_onnx(det: Detector, out_path: str | Path, opset: int = 18) -> Path:
     model.doc_string = "anomaly inspection model: see metadata_props and docs/onnx.md"
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(tmp), save_as_external_data=False)
+    seal_file(tmp)
     os.replace(tmp, out_path)
     return out_path
 
