@@ -10,16 +10,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 from anomaly import __version__
-from anomaly.config import FIT_MODES, ModelConfig, TrainConfig
+from anomaly.config import FIT_MODES, MODEL_KINDS, PIXEL_LOSSES, AugmentConfig, ModelConfig, TrainConfig
 
 EXIT_USAGE = 2
 # Fewer held-out good images than this and `anomaly train` says the threshold is uncertain:
-# the prediction bound (anomaly.training.calibrate) is right on average, but one small set can put
-# it well off (BENCHMARKS.md section 2: 2 of 12 good strips rejected with 4 held out).
+# the prediction bound (anomaly.training.calibrate) is right on average, but one small set
+# can put it well off.
 FEW_HOLDOUT = 20
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """A dataclass field's default: the config classes are the only place defaults live."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+
+
+def _config_option(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help: str, **kwargs: Any) -> None:
+    """An option that sets the field `name` of `cls` (dest "<cls>.<name>") only when given;
+    its help shows the dataclass's default."""
+    default = _default_of(cls, name)
+    if isinstance(default, bool):
+        kwargs.setdefault("action", argparse.BooleanOptionalAction)
+        shown = "on" if default else "off"
+    else:
+        kwargs.setdefault("type", type(default) if default is not None else int)
+        shown = "the family's" if default is None else default
+    p.add_argument(flag, dest=f"{cls.__name__}.{name}", default=argparse.SUPPRESS, metavar=kwargs.pop("metavar", name.upper()),
+                   help=f"{help} (default {shown})".replace("%", "%%"), **kwargs)
+
+
+def _given(a: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` set on the command line."""
+    prefix = f"{cls.__name__}."
+    return {k[len(prefix):]: v for k, v in vars(a).items() if k.startswith(prefix)}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -30,85 +58,63 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "validation/good are held out instead, if it exists."))
     p.add_argument("data", type=Path, help="folder of good images, or MVTec-style category folder")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (config.json + model.safetensors)")
-    p.add_argument("--model", default="feature_ae", choices=["feature_ae", "patch_memory", "ae", "vae"],
-                   help="feature_ae: autoencoder on frozen ImageNet EfficientNet-Lite0 features (default); "
-                        "patch_memory: PatchCore-style memory of normal patch features on the same backbone, "
-                        "scored by nearest-neighbour distance (no epochs; trains in about a minute); "
-                        "ae: convolutional pixel autoencoder; vae: variational pixel autoencoder")
-    p.add_argument("--image-size", type=int, default=256, help="square working size in pixels, multiple of 32 (default 256)")
-    p.add_argument("--fit-mode", default="auto", choices=FIT_MODES,
-                   help="how images reach the square working size: letterbox (keep aspect ratio and pad), stretch, "
-                        "tile (overlapping squares, --tiles across the short side, maps blended back), or auto "
-                        "(default: letterbox, but tile long strips with aspect ratio >= 2, and every image when --tiles > 1)")
-    p.add_argument("--tiles", type=int, default=1,
-                   help="tiles across an image's short side in tile/auto mode (default 1); 2 gives a large image "
-                        "4x the detail of one square for 4x the inference time, to find defects of a few pixels")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 80 for feature_ae, 60 for ae/vae); stops early when validation stalls")
-    p.add_argument("--batch-size", type=int, default=16, help="images per training step (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same data + seed = same model (default 0)")
-    p.add_argument("--loss", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: reconstruction loss (default l2+ssim)")
-    p.add_argument("--residual", default="l2+ssim", choices=["l2", "ssim", "l2+ssim"], help="pixel models: residual used for the heatmap (default l2+ssim)")
-    p.add_argument("--depth", type=int, default=4,
-                   help="pixel models: down-sampling stages; the latent map is 1/2^depth of the working size (default 4)")
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=ModelConfig.feature_memory,
-                   help="feature_ae: also keep a memory of normal patch features (as patch_memory) and add its "
-                        "nearest-patch distance to the autoencoder's evidence, each in units of its own threshold "
-                        f"(default {'on' if ModelConfig.feature_memory else 'off'})")
-    p.add_argument("--edge-calibration", action=argparse.BooleanOptionalAction, default=ModelConfig.edge_calibration,
-                   help="calibrate the frame's outer band ring by ring on the held-out good images, so good parts "
-                        "whose edges score higher than their inside (textures that fill the frame) are not failed for "
-                        "it; damps defects that touch the edge too "
-                        f"(default {'on' if ModelConfig.edge_calibration else 'off'}; BENCHMARKS.md section 1b)")
-    p.add_argument("--memory-size", type=int, default=ModelConfig.memory_size,
-                   help="patch_memory, and feature_ae with --memory: normal patch features kept (greedy coreset "
-                        f"of all training patches); more is slower per image (default {ModelConfig.memory_size})")
-    p.add_argument("--search-dims", type=int, default=ModelConfig.memory_search_dims,
-                   help="patch memory search: rank candidates on this many principal axes of the memory, then "
-                        f"measure the best few on all channels; 0 = exact search, slower (default {ModelConfig.memory_search_dims})")
-    p.add_argument("--separable-convs", action=argparse.BooleanOptionalAction, default=ModelConfig.separable_convs,
-                   help="feature_ae: depthwise-separable 3x3 layers in the autoencoder and head: about 20%% more "
-                        "images/s and faster training, slightly coarser localisation "
-                        f"(default {'on' if ModelConfig.separable_convs else 'off'}; BENCHMARKS.md section 3)")
-    p.add_argument("--ssim-levels", type=int, default=ModelConfig.ssim_levels,
-                   help="pixel models: the SSIM residual takes the worst of this many dyadic scales "
-                        f"(multi-scale SSIM; 1 = the classic single 11-px window; default {ModelConfig.ssim_levels}, "
-                        "capped so the coarsest scale is 16 px)")
-    head_default = ModelConfig.segmentation_head
-    p.add_argument("--head", action=argparse.BooleanOptionalAction, default=head_default,
-                   help="feature_ae: train a small segmentation head on synthetic defects painted on the good images; "
-                        "where it recognises a defect it raises the residual heatmap up to 2x "
-                        f"(default {'on' if head_default else 'off'})")
-    p.add_argument("--head-epochs", type=int, default=TrainConfig.head_epochs,
-                   help=f"feature_ae: passes of the head over the painted training views (default {TrainConfig.head_epochs}); "
-                        "16 raised a colour stained-tissue photo's image AUROC from 0.94-0.95 to 0.97-0.98 and took "
-                        "about 100 s longer; gray textures did not gain (BENCHMARKS.md 1b)")
-    p.add_argument("--synthetic-fraction", type=float, default=0.5,
-                   help="feature_ae: share of augmented training views that get a painted defect, which the autoencoder "
-                        "learns to restore and the head to find (default 0.5; 0 = none)")
-    p.add_argument("--perceptual-weight", type=float, default=0.0,
-                   help="ae/vae: add a perceptual loss (frozen ImageNet EfficientNet-Lite0 features of reconstruction "
-                        "vs input) with this weight, for sharper edges; training only, 0 = off (default)")
-    p.add_argument("--adversarial-weight", type=float, default=0.0,
-                   help="ae/vae: add an adversarial term (a patch discriminator trained alongside tells reconstructions "
-                        "from inputs) with this weight, for sharper edges; training only, 0 = off (default)")
-    p.add_argument("--holdout", type=float, default=0.15, help="fraction of good images held out for early stopping and calibration, unless the "
-                        "folder has validation/good (default 0.15)")
-    p.add_argument("--max-train-images", type=int, default=TrainConfig.max_train_images,
-                   help="use a random subset of this many good images when there are more (training time and memory "
-                        f"stop growing with the count; default {TrainConfig.max_train_images}, 0 = all)")
-    p.add_argument("--false-reject", type=float, default=0.01, help="target share of good parts rejected at the calibrated threshold (default 0.01)")
-    p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
-    p.add_argument("--no-augment", action="store_true", help="turn off small rotations/shifts, brightness/contrast jitter and flips")
-    p.add_argument("--hflip", action="store_true", help="also mirror left-right when augmenting (off by default: a mirrored "
-                        "chiral part, e.g. a reversed print, would be learnt as good; use for parts that look the same mirrored)")
-    p.add_argument("--vflip", action="store_true", help="also flip top-bottom when augmenting (for parts without an up side)")
+    m, tr, au = ModelConfig, TrainConfig, AugmentConfig
+    _config_option(p, "--model", m, "kind", "feature_ae: autoencoder on frozen ImageNet EfficientNet-Lite0 features; "
+                   "patch_memory: PatchCore-style memory of normal patch features on the same backbone (no epochs); "
+                   "ae: convolutional pixel autoencoder; vae: variational pixel autoencoder", choices=MODEL_KINDS, type=str)
+    _config_option(p, "--image-size", m, "image_size", "square working size in pixels, a multiple of 32")
+    _config_option(p, "--fit-mode", m, "fit_mode", "how images reach the square working size: letterbox (keep the "
+                   "aspect ratio and pad), stretch, tile (overlapping squares, --tiles across the short side), or auto "
+                   "(letterbox, but tile long strips and, with --tiles > 1, every image)", choices=FIT_MODES, type=str)
+    _config_option(p, "--tiles", m, "tiles", "tiles across an image's short side in tile/auto mode; more finds "
+                   "smaller defects on large images for proportionally more inference time")
+    _config_option(p, "--epochs", tr, "epochs", "maximum epochs; training stops early when validation stalls")
+    _config_option(p, "--batch-size", tr, "batch_size", "images per training step")
+    _config_option(p, "--lr", tr, "learning_rate", "learning rate", type=float)
+    _config_option(p, "--seed", tr, "seed", "random seed: same data + seed = same model")
+    _config_option(p, "--loss", m, "loss", "pixel models: reconstruction loss", choices=PIXEL_LOSSES, type=str)
+    _config_option(p, "--residual", m, "residual", "pixel models: residual used for the heatmap", choices=PIXEL_LOSSES, type=str)
+    _config_option(p, "--depth", m, "depth", "pixel models: down-sampling stages; the latent map is 1/2^depth of the working size")
+    _config_option(p, "--ssim-levels", m, "ssim_levels", "pixel models: the SSIM residual takes the worst of this many "
+                   "dyadic scales (1 = the classic single 11-px window)")
+    _config_option(p, "--memory", m, "feature_memory", "feature_ae: also keep a memory of normal patch features and add "
+                   "its nearest-patch distance to the autoencoder's evidence")
+    _config_option(p, "--memory-size", m, "memory_size", "patch memory: normal patch features kept (greedy coreset); "
+                   "more is slower per image")
+    _config_option(p, "--search-dims", m, "memory_search_dims", "patch memory search: rank candidates on this many "
+                   "principal axes, then measure the best few on all channels; 0 = exact search, slower")
+    _config_option(p, "--edge-calibration", m, "edge_calibration", "calibrate the frame's outer band ring by ring on "
+                   "held-out good images, so textures that fill the frame are not failed for their edges")
+    _config_option(p, "--separable-convs", m, "separable_convs", "feature_ae: depthwise-separable 3x3 layers: faster, "
+                   "slightly coarser localisation")
+    _config_option(p, "--head", m, "segmentation_head", "feature_ae: a small segmentation head trained on synthetic "
+                   "defects raises the residual where it recognises a defect")
+    _config_option(p, "--head-epochs", tr, "head_epochs", "feature_ae: passes of the head over the painted views; "
+                   "more can help colour textures, for longer training")
+    _config_option(p, "--synthetic-fraction", tr, "synthetic_fraction", "feature_ae: share of augmented training views "
+                   "that get a painted defect (0 = none, and no head)")
+    _config_option(p, "--perceptual-weight", tr, "perceptual_weight", "ae/vae: weight of a perceptual loss for sharper "
+                   "edges (0 = off)")
+    _config_option(p, "--adversarial-weight", tr, "adversarial_weight", "ae/vae: weight of an adversarial term (patch "
+                   "discriminator) for sharper edges (0 = off)")
+    _config_option(p, "--holdout", tr, "holdout_fraction", "share of good images held out for early stopping and "
+                   "calibration, unless the folder has validation/good")
+    _config_option(p, "--max-train-images", tr, "max_train_images", "use a random subset of this many good images "
+                   "when there are more (0 = all)")
+    _config_option(p, "--false-reject", tr, "target_false_reject", "target share of good parts rejected at the "
+                   "calibrated threshold")
+    _config_option(p, "--patience", tr, "patience", "epochs without validation improvement before stopping")
+    _config_option(p, "--hflip", au, "hflip", "mirror left-right when augmenting (for parts that look the same "
+                   "mirrored; a mirrored chiral part would be learnt as good)")
+    _config_option(p, "--vflip", au, "vflip", "flip top-bottom when augmenting (for parts without an up side)")
+    p.add_argument("--no-augment", action="store_true", help="turn off all augmentation (rotations, shifts, "
+                   "brightness/contrast jitter, flips)")
     p.add_argument("--defects", type=Path, default=None,
                    help="optional MVTec-style folder with labelled defects (test/<defect>, ground_truth/<defect>): "
                         "adds F1-optimal thresholds next to the calibrated ones")
     p.add_argument("--fine-tune-head", action="store_true",
-                   help="feature_ae with --defects: also fine-tune the segmentation head on those defects (a few are "
-                        "enough; keep others aside to measure it: thresholds from the same images are optimistic)")
+                   help="feature_ae with --defects: also fine-tune the segmentation head on those defects (keep "
+                        "others aside to measure it: thresholds from the same images are optimistic)")
     p.add_argument("--export", type=Path, default=None, help="also export the trained model to this .onnx file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -184,20 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----- commands ---------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> int:
-    from anomaly.config import AugmentConfig
     from anomaly.training.detector import Detector
 
-    mc = ModelConfig(kind=a.model, image_size=a.image_size, fit_mode=a.fit_mode, tiles=a.tiles, loss=a.loss, residual=a.residual,
-                     depth=a.depth, ssim_levels=a.ssim_levels, memory_size=a.memory_size, memory_search_dims=a.search_dims, feature_memory=a.memory,
-                     edge_calibration=a.edge_calibration, separable_convs=a.separable_convs, segmentation_head=a.head and a.model == "feature_ae" and a.synthetic_fraction > 0)
-    aug = AugmentConfig(hflip=a.hflip, vflip=a.vflip)
+    augment = AugmentConfig(**_given(a, AugmentConfig))
     if a.no_augment:
-        aug = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
-    epochs = a.epochs if a.epochs is not None else (80 if a.model == "feature_ae" else 60)
-    tc = TrainConfig(epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr, seed=a.seed, holdout_fraction=a.holdout,
-                     max_train_images=a.max_train_images, patience=a.patience, target_false_reject=a.false_reject, augment=aug,
-                     synthetic_fraction=a.synthetic_fraction, head_epochs=a.head_epochs, perceptual_weight=a.perceptual_weight,
-                     adversarial_weight=a.adversarial_weight)
+        augment = AugmentConfig(hflip=False, vflip=False, rotate_degrees=0, shift_fraction=0, brightness=0, contrast=0)
+    mc = ModelConfig(**_given(a, ModelConfig))
+    tc = TrainConfig(**_given(a, TrainConfig), augment=augment)
     if a.fine_tune_head and a.defects is None:
         raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet, defects=a.defects, fine_tune_head=a.fine_tune_head)
@@ -207,7 +206,7 @@ def cmd_train(a: argparse.Namespace) -> int:
               f"held-out good ones: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
     det.save(a.out)
     s = det.summary
-    print(f"trained {mc.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
+    print(f"trained {det.model_config.kind} on {s['train_count']} images ({s['holdout_count']} held out{' from validation/good' if s.get('holdout_from') == 'validation/good' else ''}) in {s['train_seconds']} s, "
           f"{s['epochs_run']} epochs; pixel threshold {det.pixel_threshold:.3f}, image threshold 1.0 -> {a.out}")
     if s["not_read"]:
         available = s["train_available"] + s["validation_available"]
@@ -215,7 +214,7 @@ def cmd_train(a: argparse.Namespace) -> int:
               "(--max-train-images; 0 uses all)", file=sys.stderr)
     if s["holdout_count"] < FEW_HOLDOUT:
         print(f"note: the image threshold was calibrated on only {s['holdout_count']} held-out good images; it rejects "
-              f"{a.false_reject:.0%} of good parts on average, but for one such small set the rate is uncertain. "
+              f"{det.train_config.target_false_reject:.0%} of good parts on average, but for one such small set the rate is uncertain. "
               "Check it on more good parts (anomaly evaluate), or train with more images, a larger --holdout, "
               "or a validation/good folder.", file=sys.stderr)
     if a.export is not None:

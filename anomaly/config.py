@@ -8,35 +8,36 @@ unpickling anything.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, get_args
 
-ModelKind = Literal["ae", "vae", "feature_ae", "patch_memory"]
-ResidualKind = Literal["l2", "ssim", "l2+ssim", "feature"]
-LossKind = Literal["l2", "ssim", "l2+ssim"]
+ModelKind = Literal["feature_ae", "patch_memory", "ae", "vae"]
+FitMode = Literal["auto", "letterbox", "stretch", "tile"]
+PixelLoss = Literal["l2", "ssim", "l2+ssim"]
 
-MODEL_KINDS: tuple[str, ...] = ("ae", "vae", "feature_ae", "patch_memory")
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the frozen ImageNet backbone
-FIT_MODES: tuple[str, ...] = ("auto", "letterbox", "stretch", "tile")  # see anomaly.inspection.imageio.prepare
+FIT_MODES: tuple[str, ...] = get_args(FitMode)  # see anomaly.inspection.imageio.prepare
+PIXEL_LOSSES: tuple[str, ...] = get_args(PixelLoss)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "feature_ae"
+    kind: ModelKind = "feature_ae"
     image_size: int = 256
     # How an image becomes the model's square input(s): "letterbox" (keep the aspect
     # ratio, pad), "stretch", "tile" (overlapping squares, `tiles` across the short side),
     # or "auto": letterbox, but tile long strips (aspect ratio >= 2) and, when tiles > 1,
     # every image. Tiles keep small defects on long or large images visible.
-    fit_mode: str = "auto"
+    fit_mode: FitMode = "auto"
     tiles: int = 1
     # Pixel autoencoders (ae, vae): width of the first layer, channels of the 1/16 latent map.
     base_channels: int = 24
     latent_channels: int = 16
     depth: int = 4  # down-sampling stages: the latent map is 1/2^depth of the working size
     # Training loss of pixel autoencoders and the residual used for their heatmap.
-    loss: str = "l2+ssim"
-    residual: str = "l2+ssim"
+    loss: PixelLoss = "l2+ssim"
+    residual: PixelLoss = "l2+ssim"
     kl_weight: float = 1e-3
     # SSIM residual: the worst of the SSIM maps at this many dyadic scales (the image
     # halved each time, as in multi-scale SSIM, Wang et al. 2003, which uses 5). A pixel
@@ -52,14 +53,11 @@ class ModelConfig:
     # padding meets the image edge.
     feature_border: int = 16
     # Scale the standardised features so each tapped block weighs the same in the
-    # residual and the patch distance, not each channel (by default the 112 channels of
-    # block 10 outweigh the 64 of the two finer blocks). Off: on the grass and gravel
-    # photos it lowered image AUROC by 0.03 and 0.01 and missed more contamination
-    # (BENCHMARKS.md 1b); kept to reproduce that row.
+    # residual and the patch distance, not each channel. Off: it lost accuracy on
+    # textures (docs/decisions.md).
     balance_feature_blocks: bool = False
     feature_hidden: int = 128
-    # Bottleneck channels (at half the feature grid). 16 and 128 gave the same mean image
-    # AUROC on the texture photos as 48 (BENCHMARKS.md 1b, "The autoencoder's bottleneck").
+    # Bottleneck channels (at half the feature grid).
     feature_latent: int = 48
     # Patch memory (PatchCore-style): how many normal patch features are kept (chosen by
     # greedy coreset selection so they cover all the training patches) and the side of
@@ -69,11 +67,9 @@ class ModelConfig:
     patch_neighbourhood: int = 3
     # The memory search ranks candidates on the memory's leading principal axes (this
     # many; 0 = all channels, exact), one candidate per block of the memory, and
-    # measures the blocks' candidates on all channels (networks.PatchMemory.forward).
-    # With 48 of the default 176 channels and 8 blocks the search costs 29% of the
-    # exact one's multiply-adds; it returned the exact nearest patch for 98-99% of the
-    # cells of bottle and the demo washers, changed image scores by 0.003 on average
-    # and no verdict, and left bottle's AUROCs unchanged (BENCHMARKS.md section 3).
+    # measures the blocks' candidates on all channels (networks.PatchMemory.forward):
+    # a fraction of the exact search's work for nearly always the same nearest patch
+    # (docs/decisions.md).
     memory_search_dims: int = 48
     memory_search_blocks: int = 8
     # Feature autoencoder: also keep such a memory and add its distance to the
@@ -83,33 +79,23 @@ class ModelConfig:
     # mask from the feature residuals; its probability p scales the residual by (1 + p).
     segmentation_head: bool = True
     # The head also sees the standardised features themselves, not only their residual
-    # (as DRAEM's discriminator sees the image beside its reconstruction): on a
-    # stochastic texture the autoencoder's residual is noisy everywhere, and a head that
-    # reads it alone learnt to predict nothing there. Off: with the features it learnt
-    # something on the grass and gravel photos, but the image score moved within noise,
-    # since p only scales the residual (BENCHMARKS.md 1b).
+    # (as DRAEM's discriminator sees the image beside its reconstruction). Off: the
+    # image score did not gain, since p only scales the residual.
     head_sees_features: bool = False
     # Feature autoencoder and head: depthwise-separable 3x3 layers (networks.conv3x3):
-    # 28% fewer multiply-adds for the whole model and 23% faster training, but bottle's
-    # AUPRO fell from 0.952 to 0.948 (BENCHMARKS.md sections 1 and 3), so it is opt-in.
+    # faster, but a slightly coarser defect outline, so it is opt-in.
     separable_convs: bool = False
     # Heatmap smoothing (Gaussian sigma, in pixels of the working size); None = the
     # family's default: 2 for the feature models, whose maps are already bilinear
     # upsamplings of an 8-px grid, 4 for the pixel autoencoders, whose per-pixel residual
-    # is noisy. Re-calibrating one trained feature model at 1, 2, 4 and 8 (bench/smoothing.py),
-    # 2 was at least as good as 4 on every set: image AUROC +0.01 / +0.00 / +0.03 on the
-    # grass, gravel and tissue photos, AUPRO +0.001 on bottle and the demo washers; wider
-    # smoothing spreads a small defect's peak into its calm surroundings (BENCHMARKS.md 1b).
+    # is noisy. Wider smoothing spreads a small defect's peak into its calm surroundings.
     smoothing_sigma: float | None = None
     # Calibrate the frame's outer band (an eighth of the size: the 2 mirrored margin cells
     # and 2 more) ring by ring (distance to the border): each ring's median and upper tail
     # on held-out good images are brought down to those of the band just inside. Near the
     # frame edge a convolutional model sees less context, so on textures that fill the
-    # frame good parts score highest there: on new good crops of the grass, gravel and
-    # brick photos the outermost ring's upper tail was 1.7-1.9x that of the band inside,
-    # and calibration lifted grass and gravel's image AUROC by 0.14 and 0.10. It costs
-    # sensitivity to defects that touch the edge (the tissue photo lost 0.02 image AUROC)
-    # and changes nothing on objects on a plain background (BENCHMARKS.md 1b).
+    # frame good parts score highest there. It costs some sensitivity to defects that
+    # touch the edge and changes nothing on objects on a plain background.
     edge_calibration: bool = True
 
     def __post_init__(self) -> None:
@@ -120,12 +106,12 @@ class ModelConfig:
         if not 2 <= self.depth <= 7 or self.image_size % (2**self.depth):
             raise ValueError(f"depth must be 2..7 and divide the image size by 2^depth, got {self.depth}")
         if self.fit_mode not in FIT_MODES:
-            raise ValueError(f"fit mode must be auto, letterbox, stretch or tile; got {self.fit_mode!r}")
+            raise ValueError(f"fit mode must be one of {', '.join(FIT_MODES)}; got {self.fit_mode!r}")
         if self.tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {self.tiles}")
         for name in ("loss", "residual"):
-            if getattr(self, name) not in ("l2", "ssim", "l2+ssim"):
-                raise ValueError(f"{name} must be one of l2, ssim, l2+ssim; got {getattr(self, name)!r}")
+            if getattr(self, name) not in PIXEL_LOSSES:
+                raise ValueError(f"{name} must be one of {', '.join(PIXEL_LOSSES)}; got {getattr(self, name)!r}")
         if self.kind != "feature_ae":
             self.segmentation_head = False  # the head reads the feature autoencoder's residual
             self.feature_memory = False  # patch_memory is the memory alone
@@ -168,12 +154,7 @@ class AugmentConfig:
     # Mirror images are off by default: many parts are chiral (a print, an engraving, a
     # thread, a nut's lobes, the order of a cable's wires), and a model shown mirrored
     # good parts learns that a part put in flipped, or a mark printed reversed, is good.
-    # On demo washers with a printed "F", reversed prints scored 1.9-2.1x the good
-    # parts' median when training saw flips, 2.7x without (two seeds); with one seed
-    # that meant 8 of 20 caught at the calibrated threshold instead of all 20
-    # (bench/mirrored_parts.py, BENCHMARKS.md 1b). Turn them on (--hflip, --vflip) for
-    # parts and textures that look alike mirrored: on the grass photo the mirrored
-    # copies were worth 0.02 image AUROC.
+    # Turn them on (--hflip, --vflip) for parts and textures that look alike mirrored.
     hflip: bool = False
     vflip: bool = False
     rotate_degrees: float = 5.0
@@ -184,27 +165,20 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    # Upper bound; training stops earlier when the held-out loss stalls (patience). An
-    # epoch draws as many rows as there are training images, so a small set gets few
-    # optimiser steps: at 40 epochs the held-out loss was still falling at the last
-    # epoch on bottle and the demo washers, and 80 raised the stained-tissue photo's
-    # image AUROC from 0.85-0.89 to 0.94, bottle unchanged (BENCHMARKS.md 1b). Pixel
-    # autoencoders take 60 from the CLI.
-    epochs: int = 80
+    # Upper bound; training stops earlier when the held-out loss stalls (patience).
+    # None = the family's default (FAMILY_EPOCHS): an epoch draws as many rows as there
+    # are training images, so a small set needs many epochs to get enough steps.
+    epochs: int | None = None
     # Feature autoencoder: bank rows drawn per epoch are as many as there are training
-    # images, but at most this many. The bank holds about 1500 views up to 750 images
+    # images, but at most this many. The bank holds a bounded number of views
     # (feature_copies), so past a few hundred images more rows per epoch mostly repeat
-    # views, while the epoch loop's time kept growing with the count: at 10-12 ms a row
-    # (BENCHMARKS.md section 3), 900 good images would spend 10 minutes in it alone.
-    # 0 = no cap.
+    # views while the epoch's time keeps growing with the count. 0 = no cap.
     max_epoch_rows: int = 256
     # Past this many good images (train/good), training uses a random subset of this
     # size (seeded; the rest are not read), and of validation/good at most the held-out
-    # share of it (holdout_fraction: 150). Each pass over the images (reading, feature
-    # statistics, the bank, the memory, calibration on the held-out 15%) grows with the
-    # count while the model's capacity does not: 1672 bottle images trained in 726 s and
-    # held about 9 GB, past the 10-minute target; 1000 of them in 517 s (BENCHMARKS.md
-    # section 3). 0 = use all.
+    # share of it. Each pass over the images (reading, feature statistics, the bank, the
+    # memory, calibration) grows with the count while the model's capacity does not, so
+    # this bounds training time and memory. 0 = use all.
     max_train_images: int = 1000
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -230,6 +204,21 @@ class TrainConfig:
     # Pixel autoencoders only: weight of an adversarial term (a patch discriminator
     # trained alongside tells reconstructions from inputs; anomaly.training.sharpening); 0 = off.
     adversarial_weight: float = 0.0
+
+
+# Epochs of each family when TrainConfig.epochs is None: the feature autoencoder's
+# residual keeps improving longer than a pixel autoencoder's reconstruction.
+FAMILY_EPOCHS = {"feature_ae": 80, "patch_memory": 80, "ae": 60, "vae": 60}
+
+
+def settle(model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The rules that join the two configs, applied once (by `Detector`): the family's
+    epochs when none are set, and no segmentation head without synthetic defects to learn from."""
+    if train.epochs is None:
+        train = replace(train, epochs=FAMILY_EPOCHS[model.kind])
+    if model.segmentation_head and train.synthetic_fraction <= 0:
+        model = replace(model, segmentation_head=False)
+    return model, train
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

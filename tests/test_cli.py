@@ -137,3 +137,32 @@ def test_train_options_reach_the_training_config(monkeypatch, tmp_path):
     """--head-epochs and --max-train-images are per-dataset knobs: they must reach TrainConfig."""
     seen = _train_configs(monkeypatch, tmp_path, [[], ["--head-epochs", "16", "--max-train-images", "0"]])
     assert [(c.head_epochs, c.max_train_images) for c in seen] == [(4, 1000), (16, 0)]
+
+
+def test_family_epochs_apply_from_python_as_from_the_cli():
+    """The epochs rule lives in the config: a pixel autoencoder built from Python gets its
+    family's epochs, and an explicit count wins."""
+    from anomaly.config import FAMILY_EPOCHS, ModelConfig, TrainConfig, settle
+
+    assert settle(ModelConfig(kind="ae"), TrainConfig())[1].epochs == FAMILY_EPOCHS["ae"] != FAMILY_EPOCHS["feature_ae"]
+    assert settle(ModelConfig(kind="feature_ae"), TrainConfig())[1].epochs == FAMILY_EPOCHS["feature_ae"]
+    assert settle(ModelConfig(kind="ae"), TrainConfig(epochs=3))[1].epochs == 3
+    assert settle(ModelConfig(), TrainConfig(synthetic_fraction=0))[0].segmentation_head is False
+
+
+def test_cli_defaults_are_the_config_defaults(monkeypatch, tmp_path):
+    """No option given: the configs the CLI builds equal the dataclasses' own defaults."""
+    from anomaly.config import ModelConfig, TrainConfig
+
+    seen_models = []
+
+    class RecordingDetector:
+        def __init__(self, model_config, train_config):
+            seen_models.append((model_config, train_config))
+
+        def fit(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("anomaly.training.detector.Detector", RecordingDetector)
+    main(["train", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert seen_models == [(ModelConfig(), TrainConfig())]

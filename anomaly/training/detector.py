@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from anomaly import __version__
 from anomaly.training.allocator import keep_freed_memory
 from anomaly.training.calibrate import Calibration, calibrate, edge_profile
-from anomaly.config import ModelConfig, TrainConfig, from_dict, to_dict
+from anomaly.config import ModelConfig, TrainConfig, from_dict, settle, to_dict
 from anomaly.evaluation.datasets import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.errors import ModelFileError
@@ -40,8 +40,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 class Detector:
     def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None) -> None:
-        self.model_config = model_config or ModelConfig()
-        self.train_config = train_config or TrainConfig()
+        self.model_config, self.train_config = settle(model_config or ModelConfig(), train_config or TrainConfig())
         keep_freed_memory()  # the torch side runs 2-3x faster when freed memory is reused (allocator.py)
         torch.manual_seed(self.train_config.seed)  # initial weights are part of what --seed fixes
         self.module = InspectionModule(self.model_config)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from anomaly.training.allocator import keep_freed_memory, release_freed_memory
 from anomaly.training.augment import augment, augment_pair
-from anomaly.config import ModelConfig, TrainConfig
+from anomaly.config import ModelConfig, TrainConfig, settle
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.model import InspectionModule
 from anomaly.training.networks import PatchMemory
@@ -419,6 +419,7 @@ def train(
     the working size) fine-tune the feature model's segmentation head."""
     if real_defects and module.head is None:
         raise ValueError("fine-tuning on real defects needs a feature model with a segmentation head")
+    _, cfg = settle(module.cfg, cfg)
     keep_freed_memory()  # reuse activations' memory instead of faulting in new pages each batch
     if module.features is not None:
         if cfg.perceptual_weight > 0 or cfg.adversarial_weight > 0:
