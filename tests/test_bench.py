@@ -1,0 +1,42 @@
+"""The maintained benchmark scripts run (their --quick modes), so they cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_quick(script: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def table_rows(out: str) -> list[list[str]]:
+    lines = [line for line in out.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_speed_quick() -> None:
+    (row,) = table_rows(run_quick("speed.py"))
+    assert row[0].endswith("default.onnx")
+    assert float(row[1]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
+
+
+@pytest.mark.slow
+def test_accuracy_quick() -> None:
+    (row,) = table_rows(run_quick("accuracy.py"))
+    assert row[0] == "washer"
+    assert 0.0 <= float(row[1]) <= 1.0 and 0.0 <= float(row[3]) <= 1.0  # image AUROC, AUPRO
+    assert row[6].endswith("of 25") and row[7].endswith("of 12")  # the samples' defects and good parts
+
+
+@pytest.mark.slow
+def test_train_cost_quick() -> None:
+    (row,) = table_rows(run_quick("train_cost.py"))
+    assert row[0] == "washer x1" and int(row[3]) >= 1 and float(row[6]) > 0
