@@ -14,10 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly.scoring import local as batch
-from anomaly.scoring.local import CSV_COLUMNS, EXIT_DEFECTS, EXIT_ERRORS, EXIT_OK, score_inputs
 from anomaly.cli import main
 from anomaly.inspection.inspector import Inspector
+from anomaly.scoring import local as batch
+from anomaly.scoring.local import score_inputs
+from anomaly.scoring.schema import CSV_COLUMNS, csv_row, result_row
+from anomaly.scoring.store import file_sha256
+from anomaly.scoring.summary import EXIT_DEFECTS, EXIT_ERRORS, EXIT_OK
 
 JSONL_KEYS = ["path", "score", "verdict", "image_threshold", "pixel_threshold", "width", "height", "regions", "error"]
 FAST = dict(progress=False, threads=1)
@@ -35,7 +38,7 @@ def _read_jsonl(out: Path) -> list[dict]:
 def _csv_matches_jsonl(out: Path) -> None:
     rows = _read_csv(out)
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[1:] == [batch.csv_row(r) for r in _read_jsonl(out)]
+    assert rows[1:] == [csv_row(r) for r in _read_jsonl(out)]
 
 
 @pytest.fixture()
@@ -82,7 +85,7 @@ def test_mixed_folder_rows_errors_and_exit_code(tiny_onnx: Path, mixed_folder: P
     _csv_matches_jsonl(out)
 
     run = json.loads((out / "run.json").read_text())
-    assert run["model_sha256"] == batch.file_sha256(tiny_onnx) and run["input"] == str(mixed_folder.resolve())
+    assert run["model_sha256"] == file_sha256(tiny_onnx) and run["input"] == str(mixed_folder.resolve())
     assert run["image_threshold"] == info.image_threshold and run["started"]
 
     assert (summary.total, summary.scored, summary.resumed, summary.errors) == (7, 7, 0, 4)
@@ -216,7 +219,7 @@ def test_rows_equal_inspector(tiny_onnx: Path, mixed_folder: Path, tmp_path: Pat
         ref = inspector.inspect(mixed_folder / rec["path"])
         assert abs(rec["score"] - ref.score) <= 1e-6
         assert rec["verdict"] == ref.verdict
-        expected = batch.result_row(rec["path"], ref)
+        expected = result_row(rec["path"], ref)
         assert rec["regions"] == [r | {"peak": pytest.approx(r["peak"], abs=1e-6)} for r in expected["regions"]]
         assert {k: v for k, v in rec.items() if k not in ("score", "regions")} == {
             k: v for k, v in expected.items() if k not in ("score", "regions")}
@@ -224,7 +227,7 @@ def test_rows_equal_inspector(tiny_onnx: Path, mixed_folder: Path, tmp_path: Pat
 
 def test_interrupt_keeps_finished_rows(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = batch._run_prepared, []
+    real, calls = batch.chunk_outputs, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -232,14 +235,14 @@ def test_interrupt_keeps_finished_rows(tiny_onnx: Path, mixed_folder: Path, tmp_
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "_run_prepared", interrupted)
+    monkeypatch.setattr(batch, "chunk_outputs", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         score_inputs(mixed_folder, tiny_onnx, out, batch_size=2, overlays=True, **FAST)
     kept = _read_jsonl(out)
     assert 1 <= len(kept) < 7
     _csv_matches_jsonl(out)
-    monkeypatch.setattr(batch, "_run_prepared", real)
+    monkeypatch.setattr(batch, "chunk_outputs", real)
     summary = score_inputs(mixed_folder, tiny_onnx, out, batch_size=2, overlays=True, **FAST)
     assert summary.resumed == len(kept) and summary.scored == 7 - len(kept)
     paths = [r["path"] for r in _read_jsonl(out)]

@@ -18,10 +18,15 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from anomaly.scoring import ray_engine as distributed
-from anomaly.scoring.local import CSV_COLUMNS, EXIT_ERRORS, score_inputs
-from anomaly.cli import main
-from anomaly.scoring.ray_engine import CRASH_ENV, score_with_ray
+# Imported after the importorskip calls above, which skip this file without Ray.
+from anomaly.cli import main  # noqa: E402
+from anomaly.scoring.local import score_inputs  # noqa: E402
+from anomaly.scoring.ray_actor import score_chunk  # noqa: E402
+from anomaly.scoring.ray_engine import CRASH_ENV, score_with_ray  # noqa: E402
+from anomaly.scoring.schema import CSV_COLUMNS  # noqa: E402
+from anomaly.scoring.shards import read_shards, write_shard  # noqa: E402
+from anomaly.scoring.store import RunInfo  # noqa: E402
+from anomaly.scoring.summary import EXIT_ERRORS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 QUIET = dict(progress=False)
@@ -255,30 +260,30 @@ def test_shard_round_trip_is_exact(tmp_path: Path) -> None:
         {"path": "bad.png", "score": None, "verdict": "ERROR", "image_threshold": 1.0, "pixel_threshold": 0.42,
          "width": None, "height": None, "regions": [], "error": "bad.png: not a readable image"},
     ]
-    run = distributed.RunInfo(model="m.onnx", model_sha256="0" * 64, image_threshold=1.0, pixel_threshold=0.42,
-                              input="/in")
-    distributed.write_shard(tmp_path / "shards", records, run)
-    distributed.write_shard(tmp_path / "shards", records[:1], run)  # a duplicate path: the first shard wins
+    run = RunInfo(model="m.onnx", model_sha256="0" * 64, image_threshold=1.0, pixel_threshold=0.42,
+                  input="/in")
+    write_shard(tmp_path / "shards", records, run)
+    write_shard(tmp_path / "shards", records[:1], run)  # a duplicate path: the first shard wins
     assert not list((tmp_path / "shards").glob(".*"))  # no temporary file left behind
-    assert list(distributed.read_shards(tmp_path, run).values()) == records
-    other = distributed.RunInfo(model="m.onnx", model_sha256="1" * 64, image_threshold=1.0, pixel_threshold=0.42,
-                                input="/in")
+    assert list(read_shards(tmp_path, run).values()) == records
+    other = RunInfo(model="m.onnx", model_sha256="1" * 64, image_threshold=1.0, pixel_threshold=0.42,
+                    input="/in")
     with pytest.raises(ValueError, match="different run"):
-        distributed.read_shards(tmp_path, other)
+        read_shards(tmp_path, other)
 
 
 def test_ray_chunks_write_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     """The actors' chunk function honours overlays="fails" as the local scorer does."""
-    from anomaly.scoring.local import collect_inputs
     from anomaly.inspection.inspector import Inspector
+    from anomaly.scoring.inputs import collect_inputs
 
     items = collect_inputs(tiny_dataset / "test")
     inspector = Inspector(tiny_onnx, threads=1)
-    everything = distributed.score_chunk(inspector, items, [str(x.path) for x in items], 1.0, 0.5, 4)
+    everything = score_chunk(inspector, items, [str(x.path) for x in items], 1.0, 0.5, 4)
     scores = sorted(r["score"] for r in everything)
     threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
-    rows = distributed.score_chunk(inspector, items, [str(x.path) for x in items], threshold, 0.5 * threshold, 4,
-                                   overlays_dir=str(tmp_path), overlays_mode="fails")
+    rows = score_chunk(inspector, items, [str(x.path) for x in items], threshold, 0.5 * threshold, 4,
+                       overlays_dir=str(tmp_path), overlays_mode="fails")
     failing = {r["path"] for r in rows if r["verdict"] == "FAIL"}
     assert 0 < len(failing) < len(rows)
     assert {str(p.relative_to(tmp_path / "masks")) for p in (tmp_path / "masks").rglob("*.png")} == failing

@@ -26,6 +26,15 @@ from anomaly.inspection.imageio import heatmaps_and_scores, read_image, to_batch
 from anomaly.inspection.regions import Region, mask_and_regions
 from anomaly.inspection.overlays import overlay
 
+def chosen_thresholds(defaults: tuple[float, float], image_threshold: float | None = None,
+                      pixel_threshold: float | None = None) -> tuple[float, float]:
+    """(image, pixel) thresholds to decide with: each one given, else its default (a
+    model's calibrated one). The one rule for every caller, so a run, its records and the
+    dashboard never disagree about which threshold applied."""
+    return (defaults[0] if image_threshold is None else float(image_threshold),
+            defaults[1] if pixel_threshold is None else float(pixel_threshold))
+
+
 @dataclass
 class Inspection:
     """The result for one image. Heatmap and mask are at the image's own resolution."""
@@ -48,8 +57,7 @@ class Inspection:
 
     def with_thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> Inspection:
         """Re-decide with other thresholds without running the model again."""
-        it = self.image_threshold if image_threshold is None else float(image_threshold)
-        pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
+        it, pt = chosen_thresholds((self.image_threshold, self.pixel_threshold), image_threshold, pixel_threshold)
         mask, regions = mask_and_regions(self.heatmap, it, pt)
         return replace(self, image_threshold=it, pixel_threshold=pt, mask=mask, regions=regions)
 
@@ -117,6 +125,10 @@ class Inspector:
     def pixel_threshold(self) -> float:
         return self.info.pixel_threshold
 
+    def thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> tuple[float, float]:
+        """The thresholds a call decides with: the given ones, else the model's calibrated ones."""
+        return chosen_thresholds((self.image_threshold, self.pixel_threshold), image_threshold, pixel_threshold)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model call on a prepared batch (N,3,S,S): (maps (N,S,S), scores (N,))."""
         maps, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
@@ -141,8 +153,7 @@ class Inspector:
         pixel_threshold: float | None = None,
         names: Sequence[str] | None = None,
     ) -> list[Inspection]:
-        it = self.image_threshold if image_threshold is None else float(image_threshold)
-        pt = self.pixel_threshold if pixel_threshold is None else float(pixel_threshold)
+        it, pt = self.thresholds(image_threshold, pixel_threshold)
         maps, scores = self.score(images)
         out = []
         for k, (m, s) in enumerate(zip(maps, scores)):

@@ -26,6 +26,7 @@ import streamlit as st
 from anomaly.errors import ModelFileError
 from anomaly.inspection.imageio import ImageReadError, read_image, to_uint8
 from anomaly.inspection.inspector import Inspector
+from anomaly.scoring.schema import RESULTS_CSV
 from anomaly.ui import logic
 
 PAGE_SIZE = 8  # image cards per page in the Inspect tab
@@ -343,7 +344,7 @@ def batch_tab(items: list[logic.Item], frame: pd.DataFrame, threshold: float, ca
     st.markdown("**Score distribution**")
     st.altair_chart(histogram(frame, threshold, calibrated), width="stretch")
     c1, c2, _ = st.columns([1, 1, 2])
-    c1.download_button("Download results (CSV)", logic.results_csv(frame), file_name="results.csv",
+    c1.download_button("Download results (CSV)", logic.results_csv(frame), file_name=RESULTS_CSV,
                        mime="text/csv", key="dl_csv", icon=":material/download:")
     c2.download_button("Download overlays (ZIP)", lambda: logic.overlays_zip(items, threshold, calibrated),
                        file_name="overlays.zip", mime="application/zip", key="dl_zip", icon=":material/download:",

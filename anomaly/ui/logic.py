@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import zipfile
@@ -27,6 +26,10 @@ import pandas as pd
 from anomaly.inspection.imageio import IMAGE_EXTENSIONS, ImageReadError, decode_image, to_uint8
 from anomaly.inspection.inspector import Inspection, Inspector
 from anomaly.inspection.overlays import overlay
+from anomaly.scoring.inference import batch_then_singly, first_line
+from anomaly.scoring.overlay_files import OVERLAY_SUFFIX, overlay_relpath
+from anomaly.scoring.schema import CSV_COLUMNS, OVERLAYS_DIR, RESULTS_CSV, RUN_JSON, result_row, table_row
+from anomaly.scoring.store import read_run_json
 
 # Relative to the folder the dashboard runs in (`anomaly ui --models DIR` sets the first).
 MODELS_DIR = Path(os.environ.get("ANOMALY_MODELS_DIR", "models"))
@@ -38,7 +41,7 @@ SAMPLE_SELECTION = (
     "crack/001.png", "dent/001.png", "missing/001.png", "scratch/001.png", "stain/001.png",
 )
 DISPLAY_MAX_SIDE = 1024  # pixels; larger images are shown downscaled (inspected at full size)
-RESULT_COLUMNS = ["path", "score", "verdict", "regions", "largest_region_area", "error"]
+RESULT_COLUMNS = list(CSV_COLUMNS)  # the dashboard's CSV is `anomaly score`'s
 VERDICT_ORDER = {"FAIL": 0, "ERROR": 1, "PASS": 2}
 
 PASS_COLOR = "#1b7f3b"
@@ -73,7 +76,8 @@ def _format_date(value: str) -> str:
         d = datetime.fromisoformat(value)
     except ValueError:
         return value
-    suffix = " UTC" if d.utcoffset() is not None and d.utcoffset().total_seconds() == 0 else ""
+    offset = d.utcoffset()
+    suffix = " UTC" if offset is not None and offset.total_seconds() == 0 else ""
     return d.strftime("%Y-%m-%d %H:%M") + suffix
 
 
@@ -176,32 +180,25 @@ def inspect_files(inspector: Inspector, files: Sequence[tuple[str, bytes]], chun
             img = decode_image(data, name)
         except ImageReadError as exc:
             item.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's problem only
+        except Exception as exc:  # any decoder failure is this file's problem only
             item.error = f"{name}: not a readable image ({type(exc).__name__})"
         else:
             decoded.append((item, img))
         items.append(item)
 
-    def finish(item: Item, img: np.ndarray, insp: Inspection) -> None:
-        item.image = to_uint8(img)
-        item.inspection = insp
-        item.display_image = downscale(item.image)
-        item.display_heatmap = downscale(insp.heatmap)
+    def inspect(part: list[tuple[Item, np.ndarray]]) -> list[None]:
+        results = inspector.inspect_batch([img for _, img in part], names=[item.name for item, _ in part])
+        for (item, img), insp in zip(part, results):
+            item.image = to_uint8(img)
+            item.inspection = insp
+            item.display_image = downscale(item.image)
+            item.display_heatmap = downscale(insp.heatmap)
+        return [None] * len(part)
 
-    for start in range(0, len(decoded), chunk):
-        part = decoded[start : start + chunk]
-        try:
-            results = inspector.inspect_batch([img for _, img in part], names=[it.name for it, _ in part])
-            for (item, img), insp in zip(part, results):
-                finish(item, img, insp)
-        except Exception:  # noqa: BLE001 - retry one by one so one bad image does not sink the batch
-            for item, img in part:
-                try:
-                    finish(item, img, inspector.inspect_batch([img], names=[item.name])[0])
-                except Exception as exc:  # noqa: BLE001
-                    item.error = f"{item.name}: the model could not inspect this image ({str(exc).splitlines()[0][:160]})"
-        if progress is not None:
-            progress(min(len(decoded), start + chunk), len(decoded))
+    def failed(one: tuple[Item, np.ndarray], exc: Exception) -> None:
+        one[0].error = f"{one[0].name}: the model could not inspect this image ({first_line(exc, 160)})"
+
+    batch_then_singly(decoded, chunk, inspect, failed, progress)
     return items
 
 
@@ -241,15 +238,13 @@ def results_frame(items: Sequence[Item], decided: Sequence[Inspection | None], c
     `changed`: the verdict differs from the one at the calibrated threshold)."""
     rows = []
     for it, insp in zip(items, decided):
-        if insp is None:
-            rows.append({"path": it.name, "score": math.nan, "verdict": "ERROR", "regions": 0,
-                         "largest_region_area": 0, "error": it.error or "", "changed": False})
+        row = table_row(result_row(it.name, (it.error or "") if insp is None else insp))
+        if insp is None:  # numeric columns for the table and chart: no score, no regions
+            row.update(score=math.nan, regions=0, largest_region_area=0, changed=False)
         else:
-            calibrated_verdict = "FAIL" if insp.score >= calibrated else "PASS"
-            rows.append({"path": it.name, "score": round(insp.score, 6), "verdict": insp.verdict,
-                         "regions": len(insp.regions), "largest_region_area": insp.regions[0].area if insp.regions else 0,
-                         "error": "", "changed": insp.verdict != calibrated_verdict})
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + ["changed"])
+            row["changed"] = insp.verdict != ("FAIL" if insp.score >= calibrated else "PASS")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "changed"])
 
 
 def verdict_changes(frame: pd.DataFrame) -> tuple[int, int, int]:
@@ -275,7 +270,8 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def overlays_zip(items: Sequence[Item], threshold: float, calibrated: float) -> bytes:
-    """ZIP of full-resolution overlay PNGs (overlays/<name>.png) plus results.csv."""
+    """ZIP of full-resolution overlay PNGs (overlays/<name>.png) plus results.csv, named
+    as in a folder written by `anomaly score`."""
     decided = decide(items, threshold)
     buf = io.BytesIO()
     used: set[str] = set()
@@ -283,13 +279,13 @@ def overlays_zip(items: Sequence[Item], threshold: float, calibrated: float) -> 
         for it, insp in zip(items, decided):
             if insp is None or it.image is None:
                 continue
-            member = "overlays/" + str(PurePosixPath(_safe_member(it.name)).with_suffix(".png"))
+            member = f"{OVERLAYS_DIR}/" + str(PurePosixPath(_safe_member(it.name)).with_suffix(".png"))
             base, k = member[:-4], 2
             while member in used:
                 member, k = f"{base}_{k}.png", k + 1
             used.add(member)
             zf.writestr(member, png_bytes(insp.overlay(it.image)))
-        zf.writestr("results.csv", results_csv(results_frame(items, decided, calibrated)))
+        zf.writestr(RESULTS_CSV, results_csv(results_frame(items, decided, calibrated)))
     return buf.getvalue()
 
 
@@ -344,9 +340,9 @@ def load_scored_folder(folder: str | Path) -> ScoredRun:
     path = Path(raw).expanduser()
     if not path.is_dir():
         raise ReviewError(f"{path}: no such folder")
-    csv = path / "results.csv"
+    csv = path / RESULTS_CSV
     if not csv.is_file():
-        raise ReviewError(f"{path}: no results.csv here; is this the output folder of `anomaly score`?")
+        raise ReviewError(f"{path}: no {RESULTS_CSV} here; is this the output folder of `anomaly score`?")
     try:
         table = pd.read_csv(csv, dtype={"path": str, "verdict": str, "error": str}, keep_default_na=False,
                             na_values={"score": ["", "nan", "NaN"]})
@@ -362,16 +358,7 @@ def load_scored_folder(folder: str | Path) -> ScoredRun:
     for col in ("regions", "largest_region_area"):
         table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0).astype(int)
     table["verdict"] = table["verdict"].str.strip().str.upper()
-    run: dict = {}
-    run_file = path / "run.json"
-    if run_file.is_file():
-        try:
-            run = json.loads(run_file.read_text())
-        except (OSError, ValueError):
-            run = {}
-        if not isinstance(run, dict):
-            run = {}
-    return ScoredRun(path, sort_for_review(table[RESULT_COLUMNS]), run)
+    return ScoredRun(path, sort_for_review(table[RESULT_COLUMNS]), read_run_json(path / RUN_JSON) or {})
 
 
 def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
@@ -385,8 +372,6 @@ def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
 def overlay_relpaths(rel: str) -> list[PurePosixPath]:
     """Where `anomaly score --overlays` may have saved the overlay of a results.csv
     path, below overlays/: '<path>.jpg' (current) or '<path>.png' (earlier versions)."""
-    from anomaly.scoring.local import OVERLAY_SUFFIX, overlay_relpath
-
     return [overlay_relpath(rel, OVERLAY_SUFFIX), overlay_relpath(rel, ".png")]
 
 
@@ -394,7 +379,7 @@ def review_image(run: ScoredRun, rel: str) -> tuple[Path | None, str]:
     """The picture to show for one row: the saved overlay if present, else the
     original image. Returns (path or None, "overlay" | "original" | "missing")."""
     for candidate in overlay_relpaths(rel):
-        overlay_path = run.folder / "overlays" / Path(candidate)
+        overlay_path = run.folder / OVERLAYS_DIR / Path(candidate)
         if overlay_path.is_file():
             return overlay_path, "overlay"
     rel_path = Path(rel)

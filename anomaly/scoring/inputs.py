@@ -1,0 +1,81 @@
+"""The images a scoring run reads: what INPUT names, and each image decoded (and prepared).
+
+Both engines list INPUT here and decode with `load_input`, so they name every image, and
+word every unreadable file, the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, list_images, prepare, read_image
+
+
+class InputItem(NamedTuple):
+    """One image to score: `label` is what the results call it (relative to the input
+    folder, or the line as written in a list file); `path` is where to read it."""
+
+    label: str
+    path: Path
+
+
+# The model's fit of an image to its working size: (size, fit mode, tiles), as ModelInfo.grid.
+Grid = tuple[int, str, int]
+# An image's model inputs (its square views) and how to map their maps back onto it.
+Prepared = tuple[list[np.ndarray], Layout]
+
+
+class Loaded(NamedTuple):
+    """An input after decoding: the image (None if it could not be read, then `error`
+    says why and names the file) and, when asked for, its prepared model inputs."""
+
+    item: InputItem
+    image: np.ndarray | None
+    error: str | None
+    prepared: Prepared | None = None
+
+
+def collect_inputs(input: str | Path) -> list[InputItem]:
+    """The images named by INPUT: a folder (recursive), a text file with one path per
+    line (relative paths against the list file's folder; blank lines and # comments
+    ignored), or a single image file. Duplicates are listed once."""
+    src = Path(input)
+    if src.is_dir():
+        items = [InputItem(p.relative_to(src).as_posix(), p) for p in list_images(src)]
+    elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
+        items = [InputItem(src.name, src)]
+    elif src.is_file():
+        try:
+            text = src.read_text(encoding="utf-8-sig")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ValueError(f"{src}: not a text file listing image paths ({exc})") from exc
+        items = []
+        for line in text.splitlines():
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            p = Path(entry).expanduser()
+            items.append(InputItem(entry, p if p.is_absolute() else src.parent / p))
+    else:
+        raise FileNotFoundError(f"{src}: no such folder or image list")
+    seen: set[str] = set()
+    unique = [it for it in items if not (it.label in seen or seen.add(it.label))]  # type: ignore[func-returns-value]
+    if not unique:
+        raise ValueError(f"{src}: no images found")
+    return unique
+
+
+def load_input(item: InputItem, grid: Grid | None = None) -> Loaded:
+    """Decode one image and, given the model's grid, prepare its model inputs too; never
+    raises for a bad file (the error names the file), so one bad image costs one row."""
+    try:
+        image = read_image(item.path)
+        return Loaded(item, image, None, None if grid is None else prepare(image, *grid))
+    except Exception as exc:  # any decode failure becomes an ERROR row
+        msg = str(exc) or type(exc).__name__
+        if str(item.path) not in msg and item.label not in msg:
+            msg = f"{item.path}: {msg}"
+        return Loaded(item, None, msg)
