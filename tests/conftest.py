@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 
+# Fixtures that train a model: a test that uses one is slow (`pytest -m "not slow"` skips it).
+TRAINING_FIXTURES = {"tiny_onnx"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic MVTec-style washer folder (64 px): train/good, test/good, test/<defect>."""

@@ -14,9 +14,11 @@ import pytest
 
 from anomaly.training import allocator
 
+pytestmark = pytest.mark.slow  # starts torch processes
+
 CHILD = r"""
 import json, resource, sys
-import anomaly  # before torch, as the CLI and any script that imports anomaly first
+import anomaly.training  # before torch, as the training side does
 from anomaly.training.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 import torch

@@ -64,6 +64,7 @@ def test_unknown_model_kind_is_rejected(kind, tmp_path):
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 
+@pytest.mark.slow
 def test_labelled_defects_give_f1_thresholds_and_fine_tune_the_head(tiny_dataset, tmp_path, capsys):
     pytest.importorskip("torch")
     import json
@@ -90,6 +91,7 @@ def test_fine_tuning_without_defects_or_head_is_refused(tiny_dataset, tmp_path, 
     assert "segmentation head" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sharpening_terms_reach_training_and_are_recorded(tiny_dataset, tmp_path, capsys):
     pytest.importorskip("torch")
     import json
@@ -166,3 +168,25 @@ def test_cli_defaults_are_the_config_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr("anomaly.training.detector.Detector", RecordingDetector)
     main(["train", str(tmp_path), "--out", str(tmp_path / "m")])
     assert seen_models == [(ModelConfig(), TrainConfig())]
+
+
+def test_importing_anomaly_changes_nothing_in_the_process():
+    """`import anomaly` (and the CLI module) load no torch and set no environment variable:
+    line PCs and Ray workers import it too."""
+    import subprocess
+    import sys
+
+    # (OpenCV's own import sets LD_LIBRARY_PATH, so the inspection side is checked for our variable only)
+    code = ("import os, sys; os.environ.pop('THP_MEM_ALLOC_ENABLE', None); before = dict(os.environ); "
+            "import anomaly, anomaly.cli; assert dict(os.environ) == before; "
+            "import anomaly.inspection.inspector, anomaly.scoring.local; assert 'THP_MEM_ALLOC_ENABLE' not in os.environ; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'skimage')], 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "anomaly", "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("anomaly ")

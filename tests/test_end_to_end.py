@@ -23,6 +23,8 @@ from anomaly.errors import ModelFileError
 from anomaly.inspection.imageio import read_image, save_image
 from anomaly.synthetic.demo import generate_dataset
 
+pytestmark = pytest.mark.slow  # trains models
+
 SIZE = 128
 
 

@@ -9,6 +9,7 @@ from anomaly.config import ModelConfig
 from anomaly.training.model import InspectionModule, gaussian_kernel1d, separable_blur, ssim_map
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ae", "vae", "feature_ae", "patch_memory"])
 def test_forward_shapes_and_score_is_map_max(kind):
     m = InspectionModule(ModelConfig(kind=kind, image_size=64, base_channels=8, latent_channels=4)).eval()
@@ -40,6 +41,7 @@ def test_blur_keeps_constants_and_spreads_a_peak():
     assert out.sum().item() == pytest.approx(1.0, abs=1e-4) and out.max() < 0.1
 
 
+@pytest.mark.slow
 def test_vae_is_deterministic_in_eval_and_random_in_training():
     m = InspectionModule(ModelConfig(kind="vae", image_size=64, base_channels=8, latent_channels=4))
     x = torch.rand(2, 3, 64, 64)
@@ -98,6 +100,7 @@ def test_old_configs_keep_their_image_fitting_and_feature_border():
             ModelConfig(feature_border=bad)
 
 
+@pytest.mark.slow
 def test_mirrored_border_makes_edge_features_look_like_the_inside():
     """On a uniform part every feature should be the same; the convolutions' zero padding
     makes the edge cells differ, the mirrored margin removes most of that."""

@@ -10,6 +10,8 @@ from anomaly.training.model import InspectionModule
 from anomaly.training.networks import PatchMemory
 from anomaly.training.fit import greedy_coreset, train
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 def test_coreset_keeps_rare_patterns_and_thins_the_bulk():
     gen = torch.Generator().manual_seed(0)

@@ -11,6 +11,8 @@ from anomaly.training.model import InspectionModule, gaussian_kernel1d, separabl
 from anomaly.training.sharpening import PatchAdversary, PerceptualLoss
 from anomaly.training.fit import train
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 def _edges(size: int = 64) -> torch.Tensor:
     """A bright square and stripes on grey: plenty of edges to blur."""

@@ -21,6 +21,8 @@ from anomaly.inspection.imageio import Tiling, read_image, save_image
 from anomaly.inspection.inspector import Inspector
 from anomaly.synthetic.demo import generate_dataset
 
+pytestmark = pytest.mark.slow  # trains models
+
 SIZE = 64
 
 

@@ -10,6 +10,8 @@ from anomaly.synthetic.defects import DefectSettings
 from anomaly.training.model import InspectionModule
 from anomaly.training.fit import build_feature_bank, feature_copies, train, train_segmentation_head
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 def _images(n: int, size: int = 64) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
