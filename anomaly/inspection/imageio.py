@@ -39,7 +39,7 @@ def _to_internal(raw: np.ndarray, name: str) -> np.ndarray:
         # batch scoring decodes every image on the same cores that run the model.
         rgb = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if raw.ndim == 2 or raw.shape[2] == 1 else cv2.COLOR_BGR2RGB)
         # one pass that converts as it scales (bit for bit what astype then *= gives, in
-        # 10 instead of 23 ms for a 2448x2048 photo)
+        # half the time on large photos)
         return np.multiply(rgb, np.float32(1.0 / (255.0 if raw.dtype == np.uint8 else 65535.0)), dtype=np.float32)
     if raw.dtype == np.uint8:
         img = raw.astype(np.float32) / 255.0

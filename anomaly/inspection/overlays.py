@@ -21,7 +21,7 @@ def colorize(heatmap: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
     """Calibrated heatmap -> RGB uint8 (turbo colour map, 0 .. vmax)."""
     # negative scores (calmer than the median normal pixel) are cold, not |x|
     levels = cv2.convertScaleAbs(np.maximum(heatmap, 0).astype(np.float32), alpha=255.0 / vmax)  # saturates
-    return cv2.LUT(cv2.cvtColor(levels, cv2.COLOR_GRAY2RGB), _TURBO_RGB)  # = applyColorMap, 40% faster
+    return cv2.LUT(cv2.cvtColor(levels, cv2.COLOR_GRAY2RGB), _TURBO_RGB)  # = applyColorMap, faster
 
 
 def overlay(

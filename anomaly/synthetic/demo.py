@@ -13,7 +13,7 @@ Categories:
   camera on a line sees it (single-channel PNGs; `read_image` makes them
   RGB): small jitter in position, rotation of the machining marks,
   brightness and sensor noise. Defects: scratch, crack, dent, stain, missing
-  (a chunk broken off the rim). Mono also keeps the default set under 8 MB:
+  (a chunk broken off the rim). Mono also keeps the default set small:
   sensor noise in three channels triples the PNG size.
 - "texture": a denim-like 3/1 twill fabric filling the frame, like the MVTec
   texture categories. Defects: scratch, stain, pits, cut.

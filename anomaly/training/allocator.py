@@ -1,30 +1,25 @@
-"""Reuse freed memory while torch trains: a 2-3x faster backbone on Linux.
+"""Reuse freed memory while torch trains: a much faster backbone on Linux.
 
 PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults, every
-block above 128 kB-32 MB (a backbone activation of a batch of 16 at 320 px is up to
-190 MB) is mapped fresh from the kernel and unmapped when freed, so every batch touches
-new pages again: on this project's 2-core benchmark machine that was about 930,000 page
-faults and 2 s of kernel time per batch at 320 px, and the ImageNet backbone ran at
-113-115 ms per image instead of 22-33 (67-75 instead of 21-23 at 256; bench/allocator.py).
+large block (a backbone activation of a training batch can be hundreds of MB) is mapped
+fresh from the kernel and unmapped when freed, so every batch page-faults new memory
+and the backbone runs several times slower (docs/decisions.md, "Allocator settings").
 
 Two settings together remove it, and the numbers stay the same bit for bit:
 - `THP_MEM_ALLOC_ENABLE=1`, PyTorch's own switch: blocks of 2 MB and more are aligned
   to and backed by 2 MB pages. It is read once, at torch's first allocation, so it is
-  set when this module is imported before torch (importing `anomaly` does that).
+  set when this module is imported before torch (`anomaly.training` imports it first).
 - glibc serves every block from its heap (M_MMAP_MAX 0) and gives freed heap back to
   the system only beyond KEEP_BYTES (M_TRIM_THRESHOLD), so freed blocks are reused.
   Without the 2 MB alignment, slightly different sizes left freed blocks unused and the
-  heap grew by 1.1 GB on 80 bottle images, so this is only done when the first setting
-  took effect. (glibc still maps memory directly when its heap cannot grow.)
+  heap kept growing, so this is only done when the first setting took effect. (glibc
+  still maps memory directly when its heap cannot grow.)
 
 Kept memory is only worth keeping while the same sizes come back. Between training
 phases (the backbone's activations are done once the feature bank is built; the bank
 itself is freed before the patch memory) `release_freed_memory` hands every free page
 back (glibc malloc_trim), so the process holds what it uses, not the largest phase's
-leftovers: bottle at working size 320 and 80 epochs peaked at 7.3 GB without it, 5.0 GB
-with it (5.5 GB with no memory kept at all; bench/results_train_phases_memory.md); at
-256 px, 4.2 -> 3.6 GB. Figures moved by float rounding at most (AUPRO
-0.9603 -> 0.9602 at 320, 0.9529 -> 0.9530 at 256): where blocks sit can change which
+leftovers. Results move by float rounding at most: where blocks sit can change which
 vectorised path a kernel takes.
 
 Only the torch side (training, the torch scorer) calls `keep_freed_memory`; the ONNX

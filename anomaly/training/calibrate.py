@@ -7,8 +7,8 @@ empirical quantile is too coarse, so we fit a log-normal to the good image score
 (they are positive and right-skewed) and take the larger of its upper prediction bound
 and the empirical quantile. The bound allows for the mean and spread being estimated
 from those few parts (Student's t with n - 1 degrees of freedom, widened by
-sqrt(1 + 1/n)): with 4 held-out images a plain normal quantile of the fitted log-normal
-rejected half the good strips of a benchmark (BENCHMARKS.md section 2).
+sqrt(1 + 1/n)): with few held-out images a plain quantile of the fitted log-normal
+rejects far more good parts than the target (docs/decisions.md).
 """
 
 from __future__ import annotations

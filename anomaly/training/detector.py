@@ -41,7 +41,7 @@ WEIGHTS_FILE = "model.safetensors"
 class Detector:
     def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None) -> None:
         self.model_config, self.train_config = settle(model_config or ModelConfig(), train_config or TrainConfig())
-        keep_freed_memory()  # the torch side runs 2-3x faster when freed memory is reused (allocator.py)
+        keep_freed_memory()  # the torch side runs much faster when freed memory is reused (allocator.py)
         torch.manual_seed(self.train_config.seed)  # initial weights are part of what --seed fixes
         self.module = InspectionModule(self.model_config)
         self.calibration: Calibration | None = None

@@ -91,7 +91,7 @@ class FeatureBank:
     Row i of `inputs` is what the autoencoder sees, row `targets[i]` what it should
     give back: the same augmented image without the painted defect (itself when no
     defect was painted). `masks` holds each row's defect share per feature cell.
-    Stored as float16: the bank for ~200 images at 256 px is under 1 GB.
+    Stored as float16, which halves the bank's memory.
     """
 
     inputs: torch.Tensor  # (M, C, g, g) float16

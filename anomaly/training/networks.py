@@ -285,7 +285,7 @@ class PatchMemory(nn.Module):
         of the memory proposes its best candidate. Then each cell's proposals are
         measured on all channels and the nearest is kept, so a patch is only misjudged
         when its true nearest neighbour ranks below another in its block on the leading
-        axes (bench/search_accuracy.py measures how rarely and by how little). The winner
+        axes (rare, and by little: docs/decisions.md). The winner
         is measured directly: |q|^2 - 2 q.m + |m|^2 loses precision near 0, where a
         square root would magnify float32 rounding into visible torch/onnxruntime
         differences on normal patches.
@@ -303,8 +303,8 @@ class PatchMemory(nn.Module):
         qk = self.search_keys(q)
         qk = torch.cat([qk, torch.ones_like(qk[:, :, :1])], dim=2)
         # One product and argmin per block, not one cells x memory matrix: the same arithmetic
-        # with the largest activation `search_blocks` times smaller (at batch 32, peak memory
-        # 852 instead of 1191 MB, and a session's first call page-faults less).
+        # with the largest activation `search_blocks` times smaller (a lower peak memory, and
+        # a session's first call page-faults less).
         block_size = self.memory.shape[0] // self.search_blocks
         idx = torch.cat([(qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
                          for b in range(self.search_blocks)], dim=2)  # (N, g*g, blocks)
