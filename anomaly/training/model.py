@@ -83,6 +83,22 @@ def multiscale_ssim_residual(a: torch.Tensor, b: torch.Tensor, window: torch.Ten
 class InspectionModule(nn.Module):
     """Pre-processing, network, residual, smoothing and calibration in one module."""
 
+    # buffers (register_buffer), declared for the type checker
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    residual_scale: torch.Tensor
+    map_center: torch.Tensor
+    map_scale: torch.Tensor
+    pixel_threshold: torch.Tensor
+    calibrated: torch.Tensor
+    smooth_kernel: torch.Tensor
+    ssim_window: torch.Tensor
+    edge_center: torch.Tensor
+    edge_scale: torch.Tensor
+    edge_ring: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -115,7 +131,7 @@ class InspectionModule(nn.Module):
         self.register_buffer("map_scale", torch.ones(()))
         self.register_buffer("pixel_threshold", torch.tensor(0.5))
         self.register_buffer("calibrated", torch.zeros(()))
-        self.register_buffer("smooth_kernel", gaussian_kernel1d(cfg.smoothing_sigma))
+        self.register_buffer("smooth_kernel", gaussian_kernel1d(float(cfg.smoothing_sigma or 0)))
         self.register_buffer("ssim_window", gaussian_kernel1d(1.5))  # 11 taps
         if cfg.edge_calibration:  # per ring of the frame (see edge_rings): identity until calibrated
             self.register_buffer("edge_center", torch.zeros(cfg.image_size // 2))

@@ -232,6 +232,10 @@ class PatchMemory(nn.Module):
     gather, so it exports to ONNX as is.
     """
 
+    memory: torch.Tensor
+    memory_sqnorm: torch.Tensor
+    search_basis: torch.Tensor
+
     def __init__(self, channels: int, size: int, neighbourhood: int, margin: int = 0,
                  search_dims: int = 0, search_blocks: int = 1) -> None:
         super().__init__()

@@ -33,6 +33,9 @@ class PerceptualLoss(nn.Module):
     error is divided by that channel's energy on the input, so no block dominates.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, image_size: int) -> None:
         super().__init__()
         cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4, feature_border=0)
