@@ -35,8 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anomaly.synthetic import defects
 from anomaly.inspection.imageio import save_image
+from anomaly.synthetic import defects
 
 CATEGORIES = ("washer", "texture")
 
