@@ -81,7 +81,7 @@ def _session_options(threads: int | None, spin: bool = True) -> ort.SessionOptio
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory-pattern planner re-allocates (and page-faults) all activations on the
     # second call of each batch shape, a second slow call; without it only the first is
-    # slow, and steady-state latency is the same (measured: bench/results_speed.md).
+    # slow, and steady-state latency is the same.
     opts.enable_mem_pattern = False
     if threads:
         opts.intra_op_num_threads = threads
