@@ -12,10 +12,13 @@ import json
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anomaly import __version__
-from anomaly.config import FIT_MODES, MODEL_KINDS, PIXEL_LOSSES, AugmentConfig, ModelConfig, TrainConfig
+from anomaly.config import FIT_MODES, MODEL_KINDS, PIXEL_LOSSES, AugmentConfig, FitMode, ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from anomaly.scoring.summary import ScoreSummary
 
 EXIT_USAGE = 2
 # Fewer held-out good images than this and `anomaly train` says the threshold is uncertain:
@@ -27,7 +30,9 @@ FEW_HOLDOUT = 20
 def _default_of(cls: type, name: str) -> Any:
     """A dataclass field's default: the config classes are the only place defaults live."""
     f = next(f for f in fields(cls) if f.name == name)
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    if f.default is MISSING and f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _config_option(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help: str, **kwargs: Any) -> None:
@@ -200,8 +205,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.fine_tune_head and a.defects is None:
         raise ValueError("--fine-tune-head needs --defects DIR (labelled defect images with masks)")
     det = Detector(mc, tc).fit(a.data, progress=not a.quiet, defects=a.defects, fine_tune_head=a.fine_tune_head)
-    if a.defects is not None:
-        cal = det.calibration
+    if a.defects is not None and (cal := det.calibration) is not None:
         print(f"F1-optimal thresholds from {det.summary['labelled_defects']['images']} labelled images and the "
               f"held-out good ones: image {cal.image_threshold_f1:.3f}, pixel {cal.pixel_threshold_f1}")
     det.save(a.out)
@@ -246,7 +250,7 @@ def _reconstructor(det):
     from anomaly.inspection.imageio import fit_to_square
 
     def reconstruct(img):
-        mode = det.model_config.fit_mode if det.model_config.fit_mode == "stretch" else "letterbox"  # one picture
+        mode: FitMode = "stretch" if det.model_config.fit_mode == "stretch" else "letterbox"  # one picture
         fitted, _ = fit_to_square(img, det.model_config.image_size, mode)
         with torch.no_grad():
             rec = det.module.reconstruct(torch.from_numpy(fitted.transpose(2, 0, 1)[None].copy()))
@@ -309,6 +313,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_score(a: argparse.Namespace) -> int:
     from anomaly.scoring.local import score_inputs
 
+    summary: ScoreSummary
     if a.engine == "ray":
         from anomaly.scoring.ray_engine import score_with_ray
 
