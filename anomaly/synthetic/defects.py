@@ -146,7 +146,7 @@ class DefectSettings:
         defaults = cls()
         return cls(
             kinds=tuple(data.get("kinds", defaults.kinds)),
-            scale_range=tuple(data.get("scale_range", defaults.scale_range)),  # type: ignore[arg-type]
+            scale_range=_check_scale_range(data.get("scale_range", defaults.scale_range)),
             probability=float(data.get("probability", defaults.probability)),
         )
 

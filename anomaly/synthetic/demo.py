@@ -78,7 +78,7 @@ def _turning_rings(rng: np.random.Generator, rr: np.ndarray) -> np.ndarray:
         period = rng.uniform(1.6, 4.5)
         rings += np.sin(rr * (2 * np.pi / period) + rng.uniform(0, 2 * np.pi)) / 3.0
     profile = cv2.GaussianBlur(rng.standard_normal((1, 2048)).astype(np.float32), (0, 0), 1.2).ravel()
-    profile /= max(float(profile.std()), 1e-6)
+    profile = (profile / max(float(profile.std()), 1e-6)).astype(np.float32)
     idx = np.clip((rr * 2.0).astype(np.int64), 0, profile.size - 1)
     return 0.5 * rings + 0.7 * profile[idx]
 
@@ -201,8 +201,8 @@ def render_texture(rng: np.random.Generator, size: int = 256) -> Render:
     weft_shade = 1.0 + 0.05 * rng.standard_normal(n_threads * 2)
     along_y = cv2.GaussianBlur(rng.standard_normal((ss, ss)).astype(np.float32), (0, 0), sigmaX=0.7, sigmaY=4.0)
     along_x = cv2.GaussianBlur(rng.standard_normal((ss, ss)).astype(np.float32), (0, 0), sigmaX=4.0, sigmaY=0.7)
-    along_y /= along_y.std()
-    along_x /= along_x.std()
+    along_y = along_y / along_y.std()
+    along_x = along_x / along_x.std()
 
     warp_profile = np.sin(np.pi * fu) ** 0.6 * (0.8 + 0.2 * np.sin(np.pi * fv))
     weft_profile = np.sin(np.pi * fv) ** 0.6 * (0.8 + 0.2 * np.sin(np.pi * fu))

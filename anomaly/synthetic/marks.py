@@ -139,6 +139,7 @@ def stain(
             alpha = alpha * (0.55 + 0.45 * np.clip(4.0 * alpha * (1.0 - alpha) + (1.0 - alpha), 0, 1))
         opacity = rng.uniform(0.45, 0.8)
         a = np.clip(alpha * mottle * opacity, 0.0, 1.0)[:, :, None]
+        tint: Sequence[float]
         if colour is None:
             _, tint, mode = _STAIN_COLOURS[int(rng.integers(len(_STAIN_COLOURS)))]
         else:

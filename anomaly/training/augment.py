@@ -30,7 +30,7 @@ def augment_pair(image: np.ndarray, mask: np.ndarray | None, cfg: AugmentConfig,
         angle = rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees)
         shift = rng.uniform(-cfg.shift_fraction, cfg.shift_fraction, size=2) * (w, h)
         t = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
-        t[:, 2] += shift
+        t[:, 2] = t[:, 2] + shift
         out = cv2.warpAffine(np.ascontiguousarray(out), t, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if m is not None:  # nothing outside the original frame is a defect
             m = cv2.warpAffine(np.ascontiguousarray(m, dtype=np.float32), t, (w, h), flags=cv2.INTER_LINEAR,

@@ -85,6 +85,8 @@ def export_onnx(det: Detector, out_path: str | Path, opset: int = 18) -> Path:
             optimize=True,
             verbose=False,
         )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
     model = program.model_proto
     for key, value in metadata_for(det).items():
         entry = model.metadata_props.add()

@@ -258,7 +258,7 @@ class InspectionModule(nn.Module):
         for name, (term, weight) in (extra_terms or {}).items():
             if weight > 0:
                 parts[name] = weight * term(recon, x)
-        loss = sum(parts.values())
+        loss = torch.stack(list(parts.values())).sum()
         if self.cfg.kind == "vae":
             parts["kl"] = kl
             loss = loss + self.cfg.kl_weight * kl

