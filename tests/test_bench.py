@@ -40,3 +40,24 @@ def test_accuracy_quick() -> None:
 def test_train_cost_quick() -> None:
     (row,) = table_rows(run_quick("train_cost.py"))
     assert row[0] == "washer x1" and int(row[3]) >= 1 and float(row[6]) > 0
+
+
+@pytest.mark.slow
+def test_dirty_quick() -> None:
+    (row,) = table_rows(run_quick("dirty.py"))
+    assert row[0] == "washer" and row[1] == "2 (10%)"  # 10% of the 25 sample defects, rounded
+    assert row[7].endswith("of 23") and row[-1].endswith("of 2")  # planted images left the test set
+
+
+def test_planted_copy_moves_defects_out_of_the_test_set(tmp_path) -> None:
+    sys.path.insert(0, str(BENCH))
+    from dirty import planted_copy
+
+    samples = BENCH.parent / "sample_images" / "washer"
+    planted = planted_copy(samples, 0.2, tmp_path / "copy")
+    copy = tmp_path / "copy"
+    assert len(planted) == 5 and all((copy / "train" / "good" / name).is_file() for name in planted)
+    left = [p for p in (copy / "test").glob("*/*") if p.parent.name != "good"]
+    masks = list((copy / "ground_truth").glob("*/*_mask.png"))
+    assert len(left) == 20 and len(masks) == 20  # the planted images' masks went with them
+    assert not planted_copy(samples, 0.0, tmp_path / "clean")
