@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -382,6 +383,8 @@ EXTRA_OF_MODULE = {"torch": "train", "onnx": "train", "onnxscript": "train", "sa
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Library code reports warnings through logging; they go to stderr, stdout carries results only.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     from anomaly.evaluation.datasets import DatasetError
     from anomaly.errors import ModelFileError
     from anomaly.inspection.imageio import ImageReadError

@@ -12,7 +12,7 @@ never silently dropped. No torch here: the runtime evaluates with it too.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.inspection.imageio import ImageReadError, list_images, read_image, read_mask
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -153,8 +155,8 @@ def sample_training(paths: list[Path], limit: int, seed: int) -> list[Path]:
 def iter_images(paths: Iterable[Path], warn=None) -> Iterator[tuple[Path, np.ndarray]]:
     """(path, image) for each readable image, one at a time, so a caller that shrinks
     them to a working size never holds a folder of large photos in memory at full
-    resolution; unreadable ones are reported through `warn` (default: stderr) and skipped."""
-    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    resolution; unreadable ones are reported through `warn` (default: a logging warning) and skipped."""
+    warn = warn or log.warning
     for p in paths:
         try:
             image = read_image(p)

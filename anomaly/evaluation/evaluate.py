@@ -16,6 +16,7 @@ finding the defect.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,8 @@ from anomaly.evaluation.datasets import TestSample, find_test_set, load_mask
 from anomaly.inspection.imageio import ImageReadError, read_image, save_image, working_shape
 from anomaly.inspection.regions import defect_mask
 from anomaly.inspection.overlays import colorize, overlay, panel_row
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -101,7 +104,7 @@ def evaluate(
             img = read_image(s.path)
         except ImageReadError as exc:
             errors.append(str(exc))
-            print(f"warning: skipped {exc}")
+            log.warning("skipped %s", exc)
             continue
         (hm,), (sc,) = scorer.score([img])
         shape = _eval_shape(*img.shape[:2], eval_size, grid)
@@ -111,8 +114,8 @@ def evaluate(
         kept.append(s)
     without_mask = [str(s.path) for s in kept if s.mask_unknown]
     if without_mask:
-        print(f"warning: {len(without_mask)} defect image(s) have no ground-truth mask (e.g. {without_mask[0]}); "
-              "they count for the image metrics only")
+        log.warning("%d defect image(s) have no ground-truth mask (e.g. %s); they count for the image metrics only",
+                    len(without_mask), without_mask[0])
     labels = np.array([s.is_defective for s in kept])
     score_arr = np.array(scores)
     thr = float(scorer.image_threshold)
@@ -168,7 +171,7 @@ def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray) -> None:
     try:
         import matplotlib
     except ImportError:
-        print(f"note: {path} not written (matplotlib is not installed; pip install matplotlib)")
+        log.warning("%s not written (matplotlib is not installed; pip install 'anomaly[eval]')", path)
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
