@@ -28,6 +28,14 @@ FitMode = Literal["letterbox", "stretch", "tile", "auto"]
 AUTO_TILE_ASPECT = 2.0
 
 
+def round_ratio(num: int, den: int) -> int:
+    """num / den rounded to the nearest integer, halves up: floor(num / den + 1/2), in
+    integers. Every size and offset of the letterbox and tile geometry is one of these, so
+    an integrator in any language gets the same pixels (no float product to round, no
+    half-to-even versus half-away-from-zero question)."""
+    return (2 * num + den) // (2 * den)
+
+
 class ImageReadError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
@@ -41,10 +49,11 @@ def _to_internal(raw: np.ndarray, name: str) -> np.ndarray:
         # one pass that converts as it scales (bit for bit what astype then *= gives, in
         # half the time on large photos)
         return np.multiply(rgb, np.float32(1.0 / (255.0 if raw.dtype == np.uint8 else 65535.0)), dtype=np.float32)
+    # the same float32 product as the fast path above (a division differs in the last bit)
     if raw.dtype == np.uint8:
-        img = raw.astype(np.float32) / 255.0
+        img = raw.astype(np.float32) * np.float32(1.0 / 255.0)
     elif raw.dtype == np.uint16:
-        img = raw.astype(np.float32) / 65535.0
+        img = raw.astype(np.float32) * np.float32(1.0 / 65535.0)
     elif raw.dtype in (np.float32, np.float64):
         img = np.clip(raw.astype(np.float32), 0.0, 1.0)
     else:
@@ -202,12 +211,12 @@ class Tiling:
 
     @classmethod
     def of(cls, h: int, w: int, size: int, tiles: int) -> Tiling:
-        scale = tiles * size / min(h, w)
-        fh, fw = max(size, round(h * scale)), max(size, round(w * scale))
+        short = min(h, w)  # resized to tiles * size
+        fh, fw = max(size, round_ratio(h * tiles * size, short)), max(size, round_ratio(w * tiles * size, short))
 
         def starts(length: int) -> list[int]:
             n = -(-length // size)
-            return [0] if n == 1 else [round(i * (length - size) / (n - 1)) for i in range(n)]
+            return [0] if n == 1 else [round_ratio(i * (length - size), n - 1) for i in range(n)]
 
         return cls(h, w, size, fh, fw, tuple((y, x) for y in starts(fh) for x in starts(fw)))
 
@@ -257,8 +266,13 @@ def working_shape(h: int, w: int, size: int, mode: str = "letterbox", tiles: int
     if uses_tiles(h, w, mode, tiles):
         tiling = Tiling.of(h, w, size, tiles)
         return tiling.frame_h, tiling.frame_w
-    scale = size / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    return letterbox_shape(h, w, size)
+
+
+def letterbox_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """(content_h, content_w): the image with its longest side at `size`, aspect kept."""
+    long = max(h, w)
+    return max(1, round_ratio(h * size, long)), max(1, round_ratio(w * size, long))
 
 
 def limit_detail(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1,
@@ -324,8 +338,7 @@ def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> 
     if mode == "stretch" or h == w:
         ch, cw, top, left = size, size, 0, 0
     elif mode == "letterbox":
-        scale = size / max(h, w)
-        ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+        ch, cw = letterbox_shape(h, w, size)
         top, left = (size - ch) // 2, (size - cw) // 2
     else:
         raise ValueError(f"unknown fit mode {mode!r}")
