@@ -68,8 +68,12 @@ def cold_starts(python: Path, runs: int) -> tuple[list[float], float, str, str]:
     times, verdict, heavy = [], "", ""
     for _ in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run([str(python), "-c", FIRST_VERDICT, str(DEFAULT_ONNX), str(IMAGE)],
-                              capture_output=True, text=True, cwd=tempfile.gettempdir())
+        proc = subprocess.run(
+            [str(python), "-c", FIRST_VERDICT, str(DEFAULT_ONNX), str(IMAGE)],
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
         times.append(time.perf_counter() - start)
         if proc.returncode != 0:
             raise SystemExit(f"cold start failed:\n{proc.stderr[-2000:]}")
@@ -108,8 +112,9 @@ def main() -> int:
         raise SystemExit(f"{venv}: not a venv (no bin/python)")
     try:
         size = du_mib(venv)
-        dists = json.loads(subprocess.run([str(python), "-c", LIST_DISTS], capture_output=True, text=True,
-                                          check=True).stdout)
+        dists = json.loads(
+            subprocess.run([str(python), "-c", LIST_DISTS], capture_output=True, text=True, check=True).stdout
+        )
         extra = [d for d in dists if d in UNNEEDED or d.startswith("nvidia-")]
         times, peak, verdict, heavy = cold_starts(python, runs)
     finally:
@@ -122,16 +127,22 @@ def main() -> int:
     if setup_s is not None:
         print(f"set-up (EXTRAS= ./setup.sh, fresh venv): {setup_s:.1f} s")
     print()
-    print("| venv | size MiB | packages | not needed by the runtime | cold start median s | min s | max s "
-          "| peak MiB | verdict | heavy imports |")
+    print(
+        "| venv | size MiB | packages | not needed by the runtime | cold start median s | min s | max s "
+        "| peak MiB | verdict | heavy imports |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     label = "fresh line-PC venv" if built is not None else str(venv)
-    print(f"| {label} | {size:.0f} | {len(dists)} | {', '.join(extra) or '-'} | {median:.3f} | {min(times):.3f} "
-          f"| {max(times):.3f} | {peak:.0f} | {verdict} | {heavy} |")
+    print(
+        f"| {label} | {size:.0f} | {len(dists)} | {', '.join(extra) or '-'} | {median:.3f} | {min(times):.3f} "
+        f"| {max(times):.3f} | {peak:.0f} | {verdict} | {heavy} |"
+    )
     print()
-    print(f"targets: size <= {SIZE_TARGET_MIB} MiB: {'met' if size <= SIZE_TARGET_MIB else 'MISSED'}; "
-          f"cold start <= {COLD_TARGET_S} s: {'met' if median <= COLD_TARGET_S else 'MISSED'}"
-          + (" (a full dev venv is not the line-PC install; its size is shown for information)" if a.quick else ""))
+    print(
+        f"targets: size <= {SIZE_TARGET_MIB} MiB: {'met' if size <= SIZE_TARGET_MIB else 'MISSED'}; "
+        f"cold start <= {COLD_TARGET_S} s: {'met' if median <= COLD_TARGET_S else 'MISSED'}"
+        + (" (a full dev venv is not the line-PC install; its size is shown for information)" if a.quick else "")
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ def round_ratio(a: int, b: int) -> int:
 
 # -- the model ---------------------------------------------------------------------------
 
+
 class Model:
     def __init__(self, path: str) -> None:
         data = open(path, "rb").read()
@@ -52,6 +53,7 @@ class Model:
 
 # -- 1. reading ---------------------------------------------------------------------------
 
+
 def read_image(path: str) -> np.ndarray:
     raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if raw is None:
@@ -76,6 +78,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 # -- 2. cutting ---------------------------------------------------------------------------
+
 
 def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     if (h, w) == img.shape[:2]:
@@ -112,13 +115,15 @@ def views(model: Model, img: np.ndarray) -> tuple[list[np.ndarray], dict]:
 
 # -- 3. outputs ---------------------------------------------------------------------------
 
+
 def content_map(maps: np.ndarray, geometry: dict, s: int) -> np.ndarray:
     if "crop" in geometry:
         top, left, ch, cw = geometry["crop"]
         return maps[0, 0, top : top + ch, left : left + cw]
     t = np.arange(s, dtype=np.float32)
-    wt = np.maximum(np.minimum(t + np.float32(0.5), np.float32(s) - t - np.float32(0.5)) / np.float32(s / 2),
-                    np.float32(0.02))
+    wt = np.maximum(
+        np.minimum(t + np.float32(0.5), np.float32(s) - t - np.float32(0.5)) / np.float32(s / 2), np.float32(0.02)
+    )
     weight = np.outer(wt, wt)
     acc = np.zeros((geometry["fh"], geometry["fw"]), np.float32)
     total = np.zeros_like(acc)
@@ -129,6 +134,7 @@ def content_map(maps: np.ndarray, geometry: dict, s: int) -> np.ndarray:
 
 
 # -- 4. decision --------------------------------------------------------------------------
+
 
 def regions(heatmap: np.ndarray, image_threshold: float, pixel_threshold: float) -> list[dict]:
     strong = heatmap >= image_threshold
@@ -153,8 +159,14 @@ def inspect(model: Model, path: str) -> dict:
     content = content_map(maps, geometry, model.size)
     score = float(content.max())
     heatmap = cv2.resize(np.ascontiguousarray(content), (w, h), interpolation=cv2.INTER_LINEAR)
-    return {"path": path, "score": score, "verdict": "FAIL" if score >= model.image_threshold else "PASS",
-            "width": w, "height": h, "regions": regions(heatmap, model.image_threshold, model.pixel_threshold)}
+    return {
+        "path": path,
+        "score": score,
+        "verdict": "FAIL" if score >= model.image_threshold else "PASS",
+        "width": w,
+        "height": h,
+        "regions": regions(heatmap, model.image_threshold, model.pixel_threshold),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -46,12 +46,18 @@ def test_packaged_streamlit_config_is_the_repository_one() -> None:
     def settings(path: Path) -> list[str]:
         return [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
-    assert settings(ROOT / "anomaly" / "ui" / ".streamlit" / "config.toml") == settings(ROOT / ".streamlit" / "config.toml")
+    assert settings(ROOT / "anomaly" / "ui" / ".streamlit" / "config.toml") == settings(
+        ROOT / ".streamlit" / "config.toml"
+    )
 
 
 def test_wheel_ships_the_dashboard_and_license(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("anomaly-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -61,8 +67,9 @@ def test_wheel_ships_the_dashboard_and_license(tmp_path: Path) -> None:
 
 
 def test_install_bench_quick() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "install.py"), "--quick"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "install.py"), "--quick"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = _table_row(proc.stdout)
     assert float(row[1]) > 0 and float(row[4]) > 0
@@ -77,20 +84,41 @@ def test_line_pc_venv(tmp_path: Path) -> None:
     venv = tmp_path / "slim"
     env = dict(os.environ, EXTRAS="", VENV=str(venv))
     subprocess.run([str(ROOT / "setup.sh")], env=env, check=True, capture_output=True, timeout=900)
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "install.py"), "--venv", str(venv), "--runs", "3"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "install.py"), "--venv", str(venv), "--runs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = _table_row(proc.stdout)
     assert float(row[1]) <= 360, row
     assert row[3] == "-", row  # no torch, scipy, scikit-image, CUDA wheels ...
     anomaly = str(venv / "bin" / "anomaly")
-    score = subprocess.run([anomaly, "score", str(ROOT / "sample_images" / "washer" / "test"), "--model",
-                            str(ROOT / "models" / "default.onnx"), "--out", str(tmp_path / "run"), "--quiet"],
-                           capture_output=True, text=True)
+    score = subprocess.run(
+        [
+            anomaly,
+            "score",
+            str(ROOT / "sample_images" / "washer" / "test"),
+            "--model",
+            str(ROOT / "models" / "default.onnx"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert score.returncode == 1 and (tmp_path / "run" / "results.csv").is_file(), score.stderr
-    train = subprocess.run([anomaly, "train", str(ROOT / "sample_images" / "washer"), "--out", str(tmp_path / "m")],
-                           capture_output=True, text=True)
+    train = subprocess.run(
+        [anomaly, "train", str(ROOT / "sample_images" / "washer"), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+    )
     assert train.returncode == 2 and "'train' extra" in train.stderr, train.stderr
-    evaluate = subprocess.run([anomaly, "evaluate", str(ROOT / "models" / "default.onnx"),
-                               str(ROOT / "sample_images" / "washer")], capture_output=True, text=True)
+    evaluate = subprocess.run(
+        [anomaly, "evaluate", str(ROOT / "models" / "default.onnx"), str(ROOT / "sample_images" / "washer")],
+        capture_output=True,
+        text=True,
+    )
     assert evaluate.returncode == 2 and "'eval' extra" in evaluate.stderr, evaluate.stderr

@@ -35,11 +35,14 @@ def _write_cases(folder: Path) -> list[Path]:
         "letterbox_512x257.png": cv2.resize(crack, (512, 257), interpolation=cv2.INTER_AREA),
         "letterbox_301x512_good.png": cv2.resize(good, (301, 512), interpolation=cv2.INTER_AREA),
         "strip_512x256_good.png": np.hstack([good, _bgr("good/001.png")]),
-        "strip_257x771_good.png": cv2.resize(np.vstack([good, _bgr("good/001.png"), _bgr("good/002.png")]), (257, 771),
-                                             interpolation=cv2.INTER_AREA),
+        "strip_257x771_good.png": cv2.resize(
+            np.vstack([good, _bgr("good/001.png"), _bgr("good/002.png")]), (257, 771), interpolation=cv2.INTER_AREA
+        ),
         "strip_600x300.png": np.hstack([cv2.resize(crack, (300, 300)), cv2.resize(good, (300, 300))]),
         "strip_257x771.png": cv2.resize(np.vstack([good, crack, good]), (257, 771), interpolation=cv2.INTER_AREA),
-        "gray_333x219.png": cv2.cvtColor(cv2.resize(crack, (333, 219), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY),
+        "gray_333x219.png": cv2.cvtColor(
+            cv2.resize(crack, (333, 219), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY
+        ),
     }
     sixteen = cv2.resize(crack, (403, 377), interpolation=cv2.INTER_AREA).astype(np.uint16) * 257
     sixteen[::7] += 100  # values that are no multiple of 257
@@ -67,8 +70,23 @@ def _assert_same(ours: dict, theirs: dict, label: str) -> None:
 def test_reference_integrator_reproduces_anomaly_score(tmp_path: Path) -> None:
     paths = _write_cases(tmp_path / "images")
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "anomaly", "score", str(tmp_path / "images"), "--model", str(MODEL),
-                           "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anomaly",
+            "score",
+            str(tmp_path / "images"),
+            "--model",
+            str(MODEL),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode in (0, 1), proc.stderr
     runtime = {Path(r["path"]).name: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     model = ref.Model(str(MODEL))
@@ -94,11 +112,14 @@ def test_pixel_threshold_above_image_threshold_falls_back(tmp_path: Path) -> Non
         squares, geometry = ref.views(model, img)
         maps, _ = model.session.run(None, {model.input_name: np.stack([s.transpose(2, 0, 1) for s in squares])})
         content = ref.content_map(maps, geometry, model.size)
-        heatmap = cv2.resize(np.ascontiguousarray(content), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        heatmap = cv2.resize(
+            np.ascontiguousarray(content), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR
+        )
         ours = ref.regions(heatmap, model.image_threshold, pixel)
         assert theirs["regions"], pixel
-        assert [(r["x"], r["y"], r["width"], r["height"], r["area"]) for r in ours] == \
-            [(r["x"], r["y"], r["width"], r["height"], r["area"]) for r in theirs["regions"]], pixel
+        assert [(r["x"], r["y"], r["width"], r["height"], r["area"]) for r in ours] == [
+            (r["x"], r["y"], r["width"], r["height"], r["area"]) for r in theirs["regions"]
+        ], pixel
 
 
 def test_integrator_imports_no_anomaly() -> None:

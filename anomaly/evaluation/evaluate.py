@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from anomaly.evaluation import metrics
 from anomaly.evaluation.datasets import TestSample, find_test_set, load_mask
 from anomaly.inspection.imageio import ImageReadError, read_image, save_image, working_shape
-from anomaly.inspection.regions import defect_mask
 from anomaly.inspection.overlays import colorize, overlay, panel_row
+from anomaly.inspection.regions import defect_mask
 
 log = logging.getLogger(__name__)
 
