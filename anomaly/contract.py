@@ -32,7 +32,7 @@ REQUIRED_KEYS = ("input_name", "input_shape", "input_size", "layout", "channel_o
                  "fit_mode", "tiles", "resize", "outputs", "score_scale", "image_threshold", "pixel_threshold",
                  "target_false_reject", "model_kind", "train_count", "holdout_count", "train_image_sizes",
                  "train_data", "trained", "created", "project_version", "config")
-OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source")
+OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source", "quantization")
 # What a person wants to see about a model, in display order.
 SUMMARY_KEYS = ("model_kind", "input_size", "fit_mode", "tiles", "image_threshold", "pixel_threshold", "train_count",
                 "train_image_sizes", "train_data", "trained", "created", "project_version", SEAL_KEY)
