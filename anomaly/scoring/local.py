@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from anomaly.inspection.inspector import Inspector
+from anomaly.inspection.inspector import Backend, Inspector
 from anomaly.scoring.inference import chunk_outputs, chunk_records
 from anomaly.scoring.inputs import Grid, InputItem, Loaded, collect_inputs, load_input
 from anomaly.scoring.overlay_files import overlay_mode
@@ -88,6 +88,7 @@ def score_inputs(
     threads: int | None = None,
     restart: bool = False,
     progress: bool = True,
+    backend: Backend = "onnxruntime",
 ) -> ScoreSummary:
     """Score every image of INPUT with the ONNX model into OUT_DIR (see the module doc).
 
@@ -103,7 +104,7 @@ def score_inputs(
     items = collect_inputs(input)
     # Decode and overlay threads share the cores with inference: idle ORT threads must
     # sleep, not spin, or they take the CPU those threads need.
-    inspector = Inspector(model, threads=threads, spin=False)
+    inspector = Inspector(model, threads=threads, spin=False, backend=backend)
     thresholds = inspector.thresholds(image_threshold, pixel_threshold)
     run = RunInfo.of(model, input, thresholds)
 
