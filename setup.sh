@@ -24,8 +24,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
 
-index_answers() {
-  "$VENV/bin/python" - "$1" <<'PY'
+index_answers() {  # bounded as a whole: the read timeout below does not cover a hanging DNS lookup
+  timeout 10 "$VENV/bin/python" - "$1" <<'PY'
 import sys, urllib.request
 try:
     urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -167,6 +168,29 @@ def _add_int8(p: argparse.ArgumentParser) -> None:
                         "from the current directory)")
 
 
+def _threshold(text: str) -> float:
+    """A threshold option: a finite number >= 0. NaN compares false with every score, so
+    `--threshold nan` would pass every part; a negative one fails every part."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A count option (batch size, threads): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="inspect a folder of images with an ONNX model", description=(
         "Score every image under INPUT (a folder, searched recursively, or a text file with one path per line). "
@@ -175,14 +199,14 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="folder of images, or a text file listing image paths")
     p.add_argument("--model", type=Path, required=True, help="exported .onnx model")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--threshold", type=float, default=None, help="image threshold (default: the model's calibrated value)")
-    p.add_argument("--pixel-threshold", type=float, default=None, help="pixel threshold for defect regions (default: the model's)")
+    p.add_argument("--threshold", type=_threshold, default=None, help="image threshold (default: the model's calibrated value)")
+    p.add_argument("--pixel-threshold", type=_threshold, default=None, help="pixel threshold for defect regions (default: the model's)")
     p.add_argument("--overlays", nargs="?", const="all", default=None, choices=["all", "fails"],
                    help="also write overlays (overlays/<path>.jpg: heatmap + defect outlines) and 0/255 masks "
                         "(masks/<path>.png) mirroring the input tree: for every image (--overlays, --overlays all) "
                         "or only for parts that fail (--overlays fails)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model session (default: all cores locally, 1 per worker with --engine ray)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="images per model call (default 8)")
+    p.add_argument("--threads", type=_positive, default=None, help="onnxruntime threads per model session (default: all cores locally, 1 per worker with --engine ray)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (needs anomaly[ray])")
     _add_backend(p)
     p.add_argument("--address", default=None, help="ray: cluster address to join (default: start a local instance)")
@@ -374,6 +398,18 @@ def cmd_score(a: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _score_or_usage_error(a: argparse.Namespace) -> int:
+    """cmd_score with the run's environment failures (a full disk, an unwritable --out)
+    as one line and exit 2: never a traceback, and never 1, which means "defect found"."""
+    try:
+        return cmd_score(a)
+    except OSError as exc:
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            raise  # main() words these
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def cmd_synth(a: argparse.Namespace) -> int:
     from anomaly.synthetic.demo import generate_dataset
 
@@ -395,22 +431,20 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
-    import subprocess
-
+    import importlib.util
     import os
 
-    try:
-        import streamlit  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("streamlit") is None:
         return _missing_extra("ui", "the dashboard")
-    from anomaly.ui import app
+    app = importlib.util.find_spec("anomaly.ui.app")
+    assert app is not None and app.origin is not None  # part of this package
+    os.environ["ANOMALY_MODELS_DIR"] = str(Path(a.models).resolve())
+    # exec: the dashboard takes this process's place, so a signal to it reaches Streamlit
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", app.origin, "--server.port", str(a.port),
+                              "--server.address", "localhost"])
 
-    env = dict(os.environ, ANOMALY_MODELS_DIR=str(Path(a.models).resolve()))
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", app.__file__, "--server.port", str(a.port),
-                            "--server.address", "localhost"], env=env)
 
-
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "score": cmd_score,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "score": _score_or_usage_error,
             "synth": cmd_synth, "info": cmd_info, "ui": cmd_ui}
 
 

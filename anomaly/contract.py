@@ -37,10 +37,11 @@ OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source", "quant
 SUMMARY_KEYS = ("model_kind", "input_size", "fit_mode", "tiles", "image_threshold", "pixel_threshold", "train_count",
                 "train_image_sizes", "train_data", "trained", "created", "project_version", SEAL_KEY)
 
-_LETTERBOX = ("keep aspect ratio, longest side to input_size (area filter when shrinking, bilinear when "
-              "enlarging), pad by replicating edge pixels, centred")
+# Sizes and tile starts below round halves up: round_ratio(a, b) = (2a + b) // (2b).
+_LETTERBOX = ("keep aspect ratio, longest side to input_size (sizes round_ratio(side * S, longest side)); area "
+              "filter when shrinking, bilinear when enlarging; pad by replicating edge pixels, centred")
 _TILE = ("resize (same filters) so the short side is tiles x input_size; cut input_size squares, n = "
-         "ceil(side / input_size) per side, origins round(i * (side - input_size) / (n - 1)); blend their "
+         "ceil(side / input_size) per side, starts round_ratio(i * (side - input_size), n - 1); blend their "
          "maps with tent weights max(min(t + 0.5, S - t - 0.5) / (S / 2), 0.02) per axis; see docs/onnx.md")
 RESIZE_TEXT = {
     "letterbox": _LETTERBOX,
