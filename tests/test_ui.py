@@ -28,6 +28,15 @@ AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 sys.path.insert(0, str(ROOT / "ui"))
 
 
+@pytest.fixture(autouse=True)
+def feedback_dir(tmp_path, monkeypatch):
+    """Decisions on uploads go to a temporary folder, not ./feedback of the checkout."""
+    from anomaly.ui import feedback
+
+    monkeypatch.setattr(feedback, "FEEDBACK_DIR", tmp_path / "feedback")
+    return tmp_path / "feedback"
+
+
 @pytest.fixture(scope="module")
 def picks() -> dict:
     """A defective sample the model fails and a good sample it passes, with scores."""
@@ -102,7 +111,8 @@ def test_defect_fails_and_good_passes(picks):
     captions = [c for i in at.main.image for c in i.captions]
     assert captions.count("Image") == 2 and captions.count("Heatmap + defect outlines") == 2
     assert any(f"{picks['bad_score']:.3f}" in m.value for m in at.main.markdown)
-    assert len(at.main.dataframe) >= 2  # the FAIL image's region table and the batch table
+    assert len(at.main.dataframe) >= 1  # the batch table
+    assert any('class="regions"' in m.value and "Position (x, y)" in m.value for m in at.main.markdown)
 
 
 def test_sample_button_loads_examples():
@@ -156,40 +166,55 @@ def test_extra_inputs_hook_and_bad_model_upload(picks):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("broken.onnx" in e.value for e in at.sidebar.error)
-    assert "Trained on" in sidebar_text(at)  # fell back to the selected model
-    assert cards(at) == {"hooked.png": "PASS"}
+    # shown in the main area too, and the previous model's verdicts are gone
+    assert any("broken.onnx" in e.value and "No verdicts" in e.value for e in at.main.error)
+    assert cards(at) == {}
 
 
 def test_batch_exports(picks):
-    from anomaly.ui import logic
-
     from anomaly.inspection.inspector import Inspector
+    from anomaly.ui import logic
 
     ins = Inspector(MODEL)
     files = [("a/defect.png", picks["bad"].read_bytes()), ("good.png", picks["good"].read_bytes()), ("bad.png", b"x")]
     items = logic.inspect_files(ins, files)
     frame = logic.results_frame(items, logic.decide(items, picks["threshold"]), picks["threshold"])
-    rows = list(csv.DictReader(io.StringIO(logic.results_csv(frame).decode())))
-    assert list(rows[0]) == ["path", "score", "verdict", "regions", "largest_region_area", "error"]
+    ctx = logic.ExportContext(picks["threshold"], "default.onnx", ins.info.digest, "Ana")
+    rows = list(csv.DictReader(io.StringIO(logic.results_csv(frame, ctx).decode())))
+    from anomaly.scoring.schema import CSV_COLUMNS
+
+    assert list(rows[0]) == [*CSV_COLUMNS, *logic.CONTEXT_COLUMNS]
     assert [r["verdict"] for r in rows] == ["FAIL", "PASS", "ERROR"] and "bad.png" in rows[2]["error"]
     assert int(rows[0]["regions"]) >= 1 and int(rows[0]["largest_region_area"]) > 0
-    with zipfile.ZipFile(io.BytesIO(logic.overlays_zip(items, picks["threshold"], picks["threshold"]))) as zf:
+    assert {(r["model"], r["model_digest"], r["operator"]) for r in rows} == {("default.onnx", ins.info.digest, "Ana")}
+    assert [float(r["threshold"]) for r in rows] == pytest.approx([picks["threshold"]] * 3) and rows[0]["date"]
+    with zipfile.ZipFile(io.BytesIO(logic.overlays_zip(items, ctx, picks["threshold"]))) as zf:
         assert sorted(zf.namelist()) == ["overlays/a/defect.png", "overlays/good.png", "results.csv"]
 
 
 def test_large_image_is_downscaled_for_display_only(picks):
     import cv2
-    from anomaly.ui import logic
 
     from anomaly.inspection.inspector import Inspector
+    from anomaly.ui import logic
 
     img = cv2.imread(str(picks["bad"]))
     big = cv2.resize(img, (2400, 1800), interpolation=cv2.INTER_LINEAR)
     data = cv2.imencode(".png", big)[1].tobytes()
-    item = logic.inspect_files(Inspector(MODEL), [("big.png", data)])[0]
-    assert item.ok and item.inspection.heatmap.shape == (1800, 2400) and item.size == (2400, 1800)
+    ins = Inspector(MODEL)
+    full = ins.inspect(big[:, :, ::-1].astype(np.float32) / 255.0)
+    item = logic.inspect_files(ins, [("big.png", data)])[0]
+    # no full-resolution copy is kept: the heatmap is capped, the picture display-sized
+    assert item.ok and item.size == (2400, 1800) and item.inspection.heatmap.shape == (1536, 2048)
     assert max(item.display_image.shape[:2]) == logic.DISPLAY_MAX_SIDE and item.downscaled
-    assert logic.display_overlay(item, item.at(1.0)).shape == item.display_image.shape
+    assert not hasattr(item, "image")
+    assert item.inspection.score == pytest.approx(full.score)  # the verdict is the full-size run's
+    for view in ("original", "heatmap", "outline"):
+        assert logic.item_view(item, item.at(1.0), view).shape == item.display_image.shape
+    # regions are reported in original pixels (positions within a capped pixel of the full-size ones)
+    big_regions, ref = item.regions(item.inspection), full.regions
+    assert len(big_regions) == len(ref) >= 1
+    assert abs(big_regions[0].x - ref[0].x) <= 3 and abs(big_regions[0].area - ref[0].area) <= 0.1 * ref[0].area
 
 
 def make_scored_folder(tmp: Path, picks) -> Path:
@@ -212,7 +237,7 @@ def make_scored_folder(tmp: Path, picks) -> Path:
 
 
 def test_review_scored_folder_failures_first(tmp_path, picks):
-    from anomaly.ui import logic
+    from anomaly.ui import review as logic
 
     out = make_scored_folder(tmp_path, picks)
     run = logic.load_scored_folder(out)
@@ -224,13 +249,18 @@ def test_review_scored_folder_failures_first(tmp_path, picks):
     at.text_input(key="review_folder").input(str(out)).run()
     assert not at.exception, [e.value for e in at.exception]
     assert cards(at)["dent/001.png"] == "FAIL"
-    assert any(c.startswith("Original image") for i in at.main.image for c in i.captions)
-    at.button(key="review_next").click().run()
+    captions = [c for i in at.main.image for c in i.captions]
+    assert "Original" in captions and "Original (no saved overlay)" in captions
+    at.button(key="review_next_top").click().run()
     assert "crack/001.png" in cards(at)
     assert at.number_input(key="review_pos").value == 2
-    assert any(c.startswith("Saved overlay") for i in at.main.image for c in i.captions)
-    at.button(key="review_next").click().run()
-    assert cards(at) == {"broken.png": "ERROR"} and any("broken.png" in e.value for e in at.main.error)
+    # the clean original beside the saved overlay
+    captions = [c for i in at.main.image for c in i.captions]
+    assert "Original" in captions and any(c.startswith("Heatmap (saved overlay") for c in captions)
+    at.button(key="review_next_bottom").click().run()  # paging controls at the bottom too
+    assert cards(at) == {"broken.png": "ERROR"}
+    errors = [e.value for e in at.main.error]
+    assert len(errors) == 1 and "broken.png" in errors[0] and not at.main.warning  # the reason, once
 
     at.text_input(key="review_folder").input(str(tmp_path / "nowhere")).run()
     assert not at.exception and any("no such folder" in e.value for e in at.main.error)
@@ -240,20 +270,21 @@ def test_dashboard_does_not_import_torch():
     import ast
     import subprocess
 
-    forbidden = ("torch", "anomaly.training.detector", "anomaly.training.model", "anomaly.training.fit", "anomaly.training.export")
-    for path in (APP, ROOT / "anomaly" / "ui" / "logic.py"):
+    forbidden = ("torch", "anomaly.training")
+    for path in (APP, *sorted((ROOT / "anomaly" / "ui").glob("*.py"))):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not [n for n in names if n.startswith(forbidden)], (path, names)
-    code = "import sys; import anomaly.ui.logic; assert 'torch' not in sys.modules"
+    code = ("import sys; import anomaly.ui.logic, anomaly.ui.review, anomaly.ui.feedback, anomaly.ui.report; "
+            "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 def test_review_reads_empty_numbers_and_overlay_names(tmp_path):
     """An ERROR row of `anomaly score` has empty regions fields; overlays are found under
     their current name (suffix .jpg appended unless present) and the older .png name."""
-    from anomaly.ui import logic
+    from anomaly.ui import review as logic
 
     (tmp_path / "overlays").mkdir()
     (tmp_path / "results.csv").write_text(

@@ -1,10 +1,15 @@
-"""Page logic of the inspection dashboard, kept free of Streamlit so it can be tested.
+"""Page logic of the inspection dashboard (Inspect and Batch), kept free of Streamlit so it can be tested.
 
 Everything here works on plain data: uploaded files arrive as (name, bytes) pairs,
 results leave as dataclasses, pandas frames and bytes (CSV, ZIP, PNG). The model is
 run once per image at its calibrated thresholds; a different threshold re-decides the
 verdict and the defect regions from the stored heatmap (`Inspection.with_thresholds`)
 without running the model again. Uses only the torch-free runtime.
+
+Memory: a session keeps no full-resolution copy of a large upload. The picture is kept
+at display size and the heatmap at no more than ANALYSIS_MAX_SIDE; regions found on
+that heatmap are scaled back to the original's pixels. The score, and so the verdict,
+comes from the model's run on the full image and does not change.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import io
 import math
 import os
 import zipfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
@@ -23,13 +28,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from anomaly.inspection.imageio import IMAGE_EXTENSIONS, ImageReadError, decode_image, to_uint8
+from anomaly.inspection.imageio import ImageReadError, decode_image, to_uint8
 from anomaly.inspection.inspector import Inspection, Inspector
-from anomaly.inspection.overlays import overlay
+from anomaly.inspection.regions import Region
 from anomaly.scoring.inference import batch_then_singly, first_line
-from anomaly.scoring.overlay_files import OVERLAY_SUFFIX, overlay_relpath
-from anomaly.scoring.schema import CSV_COLUMNS, OVERLAYS_DIR, RESULTS_CSV, RUN_JSON, result_row, table_row
-from anomaly.scoring.store import read_run_json
+from anomaly.scoring.schema import CSV_COLUMNS, OVERLAYS_DIR, RESULTS_CSV, result_row, table_row
+from anomaly.ui.views import compose
 
 # Relative to the folder the dashboard runs in (`anomaly ui --models DIR` sets the first).
 MODELS_DIR = Path(os.environ.get("ANOMALY_MODELS_DIR", "models"))
@@ -41,6 +45,7 @@ SAMPLE_SELECTION = (
     "crack/001.png", "dent/001.png", "missing/001.png", "scratch/001.png", "stain/001.png",
 )
 DISPLAY_MAX_SIDE = 1024  # pixels; larger images are shown downscaled (inspected at full size)
+ANALYSIS_MAX_SIDE = 2048  # pixels; heatmaps kept for re-deciding at most this size
 RESULT_COLUMNS = list(CSV_COLUMNS)  # the dashboard's CSV is `anomaly score`'s
 VERDICT_ORDER = {"FAIL": 0, "ERROR": 1, "PASS": 2}
 
@@ -69,7 +74,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def _format_date(value: str) -> str:
+def format_date(value: str) -> str:
     if not value:
         return "unknown"
     try:
@@ -116,25 +121,85 @@ def model_facts(inspector: Inspector) -> list[tuple[str, str]]:
         ("Input size", f"{size} × {size} px ({_fit_text(s)})" if size else "unknown"),
         ("Image threshold", _format_number(s.get("image_threshold", ""))),
         ("Pixel threshold", _format_number(s.get("pixel_threshold", ""))),
-        ("Trained", _format_date(s.get("trained", ""))),
-        ("Exported", _format_date(s.get("created", ""))),
+        ("Trained", format_date(s.get("trained", ""))),
+        ("Exported", format_date(s.get("created", ""))),
         ("Software version", s.get("project_version") or "unknown"),
     ]
+
+
+# ----- uploads: names, duplicates, unreadable files ------------------------------------
+@dataclass(frozen=True)
+class Upload:
+    """One distinct uploaded file: `name` is unique in the batch (its relative path when a
+    folder was uploaded); `also` lists other names the same bytes were uploaded under."""
+
+    name: str
+    data: bytes
+    digest: str
+    also: tuple[str, ...] = ()
+
+
+def unique_uploads(files: Sequence[tuple[str, bytes]]) -> list[Upload]:
+    """Identical files (same bytes) become one entry; different files that share a name
+    (001.png from two folders) get ' (2)', ' (3)' so every row names one part."""
+    by_digest: dict[str, int] = {}
+    names: list[str] = []
+    out: list[Upload] = []
+    for name, data in files:
+        d = digest(data)
+        if d in by_digest:
+            k = by_digest[d]
+            if name != out[k].name and name not in out[k].also:
+                out[k] = replace(out[k], also=(*out[k].also, name))
+            continue
+        label, n = name, 2
+        while label in names:
+            label, n = f"{name} ({n})", n + 1
+        names.append(label)
+        by_digest[d] = len(out)
+        out.append(Upload(label, data, d))
+    return out
+
+
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
+                    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def image_kind(data: bytes) -> str | None:
+    return next((kind for magic, kind in IMAGE_SIGNATURES if data.startswith(magic)), None)
+
+
+def read_problem(name: str, data: bytes) -> str | None:
+    """Why a file cannot be inspected, told apart: empty, cut short, or not an image;
+    None when it looks whole. A PNG without its end chunk, or a JPEG without its end
+    marker, decodes with a grey remainder that the model would flag as a defect."""
+    if not data:
+        return f"{name}: empty file (0 bytes); the upload or copy may have failed"
+    kind = image_kind(data)
+    if kind is None:
+        return f"{name}: not an image file (expected PNG, JPEG, BMP or TIFF)"
+    tail = data.rstrip(b"\x00\r\n ")
+    if (kind == "PNG" and b"IEND" not in tail[-12:]) or (kind == "JPEG" and not tail.endswith(b"\xff\xd9")):
+        return f"{name}: truncated {kind} file ({len(data)} bytes; the end of the image is missing)"
+    return None
 
 
 # ----- inspecting uploads ---------------------------------------------------------------
 @dataclass
 class Item:
-    """One uploaded file: either an error, or the image with its inspection at the
-    model's calibrated thresholds plus downscaled copies for display."""
+    """One distinct uploaded file: an error, or its inspection at the model's calibrated
+    thresholds with a display-size picture. The heatmap is kept at no more than
+    ANALYSIS_MAX_SIDE (`scale` = original pixels per kept pixel)."""
 
     name: str
     digest: str
     error: str | None = None
-    image: np.ndarray | None = None  # uint8 RGB, full resolution
-    inspection: Inspection | None = None  # at the calibrated thresholds
+    inspection: Inspection | None = None  # at the calibrated thresholds, heatmap at kept size
     display_image: np.ndarray | None = None  # uint8 RGB, longest side <= DISPLAY_MAX_SIDE
-    display_heatmap: np.ndarray | None = None
+    original_size: tuple[int, int] = (0, 0)  # (width, height)
+    scale: float = 1.0
+    transparent: bool = False  # had alpha: shown and inspected composited on black
+    also: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -143,17 +208,25 @@ class Item:
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the original image."""
-        assert self.image is not None
-        return self.image.shape[1], self.image.shape[0]
+        return self.original_size
 
     @property
     def downscaled(self) -> bool:
-        return self.display_image is not None and self.image is not None and self.display_image.shape != self.image.shape
+        return self.display_image is not None and self.display_image.shape[1] != self.original_size[0]
 
     def at(self, image_threshold: float) -> Inspection:
         """The verdict, mask and regions at another image threshold (no model run)."""
         assert self.inspection is not None
         return self.inspection.with_thresholds(image_threshold=image_threshold)
+
+    def regions(self, insp: Inspection) -> list[Region]:
+        """`insp`'s regions in original-image pixels."""
+        s = self.scale
+        if s == 1.0:
+            return list(insp.regions)
+        w, h = self.original_size
+        return [Region(min(round(r.x * s), w - 1), min(round(r.y * s), h - 1), max(1, round(r.width * s)),
+                       max(1, round(r.height * s)), max(1, round(r.area * s * s)), r.peak) for r in insp.regions]
 
 
 def display_size(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
@@ -169,64 +242,72 @@ def downscale(array: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray
     return cv2.resize(array, (dw, dh), interpolation=cv2.INTER_AREA)
 
 
-def inspect_files(inspector: Inspector, files: Sequence[tuple[str, bytes]], chunk: int = 8, progress=None) -> list[Item]:
-    """Decode and inspect uploaded files at full resolution. A file that cannot be read
-    (or inspected) becomes an error item naming it; the others proceed."""
+def _kept(item: Item, image: np.ndarray, insp: Inspection) -> None:
+    """Keep only small copies: the display picture and a capped heatmap (and its mask)."""
+    h, w = image.shape[:2]
+    item.original_size = (w, h)
+    item.display_image = to_uint8(downscale(image))
+    heat = downscale(insp.heatmap, ANALYSIS_MAX_SIDE)
+    item.scale = w / heat.shape[1]
+    if heat is not insp.heatmap:
+        insp = replace(insp, heatmap=heat).with_thresholds()
+    item.inspection = insp
+
+
+def has_alpha(data: bytes) -> bool:
+    """PNG colour types 4 and 6 (grey or RGB with alpha); the only common alpha format."""
+    return data.startswith(b"\x89PNG") and len(data) > 25 and data[25] in (4, 6)
+
+
+def inspect_files(inspector: Inspector, files: Sequence[tuple[str, bytes]], chunk: int = 8,
+                  progress: Callable[[int, int], None] | None = None) -> list[Item]:
+    """De-duplicate, decode and inspect uploaded files at full resolution. A file that
+    cannot be read (or inspected) becomes an error item naming it; the others proceed."""
     items: list[Item] = []
     decoded: list[tuple[Item, np.ndarray]] = []
-    for name, data in files:
-        item = Item(name=name, digest=digest(data))
-        try:
-            img = decode_image(data, name)
-        except ImageReadError as exc:
-            item.error = str(exc)
-        except Exception as exc:  # any decoder failure is this file's problem only
-            item.error = f"{name}: not a readable image ({type(exc).__name__})"
+    for up in unique_uploads(files):
+        item = Item(name=up.name, digest=up.digest, also=up.also, transparent=has_alpha(up.data))
+        problem = read_problem(up.name, up.data)
+        if problem:
+            item.error = problem
         else:
-            decoded.append((item, img))
+            try:
+                decoded.append((item, decode_image(up.data, up.name)))
+            except ImageReadError as exc:
+                item.error = str(exc)
+            except Exception as exc:  # any decoder failure is this file's problem only
+                item.error = f"{up.name}: not a readable image ({type(exc).__name__})"
         items.append(item)
 
     def inspect(part: list[tuple[Item, np.ndarray]]) -> list[None]:
         results = inspector.inspect_batch([img for _, img in part], names=[item.name for item, _ in part])
         for (item, img), insp in zip(part, results):
-            item.image = to_uint8(img)
-            item.inspection = insp
-            item.display_image = downscale(item.image)
-            item.display_heatmap = downscale(insp.heatmap)
+            _kept(item, img, insp)
         return [None] * len(part)
 
     def failed(one: tuple[Item, np.ndarray], exc: Exception) -> None:
         one[0].error = f"{one[0].name}: the model could not inspect this image ({first_line(exc, 160)})"
 
     batch_then_singly(decoded, chunk, inspect, failed, progress)
+    decoded.clear()  # the full-resolution float images go now, not when the page returns
     return items
 
 
-def display_overlay(item: Item, insp: Inspection) -> np.ndarray:
-    """Heatmap and defect outlines at display resolution (mask from the full-size decision)."""
-    assert item.display_image is not None and item.display_heatmap is not None
-    h, w = item.display_image.shape[:2]
-    mask = insp.mask
-    if mask.shape != (h, w):
-        mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return overlay(item.display_image, item.display_heatmap, mask, insp.pixel_threshold)
+def item_view(item: Item, insp: Inspection, view: str = "heatmap", opacity: float = 0.55,
+              max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """One view (original | heatmap | outline) at display size."""
+    assert item.display_image is not None
+    image = item.display_image if max_side == DISPLAY_MAX_SIDE else downscale(item.display_image, max_side)
+    return compose(image, insp.heatmap, insp.mask, insp.pixel_threshold, insp.image_threshold,
+                   view, opacity)  # type: ignore[arg-type]
 
 
-def regions_frame(insp: Inspection, image_size: tuple[int, int]) -> pd.DataFrame:
-    """Defect regions, largest first, in original-image pixels (compact, for display)."""
+def region_rows(regions: Sequence[Region], image_size: tuple[int, int]) -> list[dict[str, object]]:
+    """Defect regions, largest first, in original-image pixels: where, how big, how strong."""
     w, h = image_size
-    rows = [
-        {
-            "#": i + 1,
-            "Position": f"{r.x}, {r.y}",
-            "Size": f"{r.width} × {r.height}",
-            "Area (px)": r.area,
-            "Area %": round(100.0 * r.area / max(1, w * h), 2),
-            "Peak": round(r.peak, 3),
-        }
-        for i, r in enumerate(insp.regions)
-    ]
-    return pd.DataFrame(rows, columns=["#", "Position", "Size", "Area (px)", "Area %", "Peak"])
+    return [{"#": i + 1, "Position (x, y)": f"{r.x}, {r.y}", "Size": f"{r.width} × {r.height}",
+             "Area %": round(100.0 * r.area / max(1, w * h), 2), "Peak": round(r.peak, 3)}
+            for i, r in enumerate(regions)]
 
 
 def decide(items: Sequence[Item], threshold: float) -> list[Inspection | None]:
@@ -234,14 +315,16 @@ def decide(items: Sequence[Item], threshold: float) -> list[Inspection | None]:
 
 
 def results_frame(items: Sequence[Item], decided: Sequence[Inspection | None], calibrated: float) -> pd.DataFrame:
-    """One row per uploaded file, in upload order (columns of `anomaly score` plus
+    """One row per distinct uploaded file, in upload order (columns of `anomaly score` plus
     `changed`: the verdict differs from the one at the calibrated threshold)."""
     rows = []
     for it, insp in zip(items, decided):
-        row = table_row(result_row(it.name, (it.error or "") if insp is None else insp))
-        if insp is None:  # numeric columns for the table and chart: no score, no regions
+        if insp is None:
+            row = table_row(result_row(it.name, it.error or ""))
             row.update(score=math.nan, regions=0, largest_region_area=0, changed=False)
         else:
+            w, h = it.size
+            row = table_row(result_row(it.name, replace(insp, regions=it.regions(insp)), w, h))
             row["changed"] = insp.verdict != ("FAIL" if insp.score >= calibrated else "PASS")
         rows.append(row)
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "changed"])
@@ -253,8 +336,32 @@ def verdict_changes(frame: pd.DataFrame) -> tuple[int, int, int]:
     return len(changed), int((changed["verdict"] == "FAIL").sum()), int((changed["verdict"] == "PASS").sum())
 
 
-def results_csv(frame: pd.DataFrame) -> bytes:
-    return frame[RESULT_COLUMNS].to_csv(index=False, float_format="%.6f").encode()
+# ----- exports --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportContext:
+    """What an exported row was decided with, so an export at 0.55 never reads as one at 1.00."""
+
+    threshold: float
+    model: str
+    model_digest: str
+    operator: str = ""
+    date: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def columns(self) -> dict[str, str]:
+        return {"threshold": f"{self.threshold:.6f}", "model": self.model, "model_digest": self.model_digest,
+                "date": self.date, "operator": self.operator}
+
+
+CONTEXT_COLUMNS = ("threshold", "model", "model_digest", "date", "operator")
+
+
+def results_csv(frame: pd.DataFrame, context: ExportContext) -> bytes:
+    """`anomaly score`'s columns first (readers of results.csv still work), then the
+    context of the export on every row (a row copied into another sheet keeps it)."""
+    out = frame[RESULT_COLUMNS].copy()
+    for k, v in context.columns().items():
+        out[k] = v
+    return out.to_csv(index=False, float_format="%.6f").encode()
 
 
 def _safe_member(name: str) -> str:
@@ -269,23 +376,24 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def overlays_zip(items: Sequence[Item], threshold: float, calibrated: float) -> bytes:
-    """ZIP of full-resolution overlay PNGs (overlays/<name>.png) plus results.csv, named
+def overlays_zip(items: Sequence[Item], context: ExportContext, calibrated: float) -> bytes:
+    """ZIP of overlay PNGs (overlays/<name>.png, heatmap and outlines, at up to
+    DISPLAY_MAX_SIDE: the session keeps no full-resolution copy) plus results.csv, named
     as in a folder written by `anomaly score`."""
-    decided = decide(items, threshold)
+    decided = decide(items, context.threshold)
     buf = io.BytesIO()
     used: set[str] = set()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for it, insp in zip(items, decided):
-            if insp is None or it.image is None:
+            if insp is None:
                 continue
             member = f"{OVERLAYS_DIR}/" + str(PurePosixPath(_safe_member(it.name)).with_suffix(".png"))
             base, k = member[:-4], 2
             while member in used:
                 member, k = f"{base}_{k}.png", k + 1
             used.add(member)
-            zf.writestr(member, png_bytes(insp.overlay(it.image)))
-        zf.writestr(RESULTS_CSV, results_csv(results_frame(items, decided, calibrated)))
+            zf.writestr(member, png_bytes(item_view(it, insp)))
+        zf.writestr(RESULTS_CSV, results_csv(results_frame(items, decided, calibrated), context))
     return buf.getvalue()
 
 
@@ -297,97 +405,3 @@ def sample_files(selection: Iterable[str] = SAMPLE_SELECTION, root: Path = SAMPL
         if path.is_file():
             out.append((rel, path.read_bytes()))
     return out
-
-
-# ----- reviewing a folder scored by `anomaly score` --------------------------------------
-class ReviewError(ValueError):
-    """A folder that cannot be reviewed; the message says why and names it."""
-
-
-@dataclass
-class ScoredRun:
-    folder: Path
-    table: pd.DataFrame  # sorted: failures first, then errors, then passes; highest score first
-    run: dict = field(default_factory=dict)
-
-    @property
-    def input_dir(self) -> Path | None:
-        value = self.run.get("input")
-        return Path(value) if value else None
-
-    def describe(self) -> str:
-        """One line about the run: what was scored, with which model and threshold, when."""
-        parts = []
-        if self.run.get("input"):
-            parts.append(f"Scored `{self.run['input']}`")
-        if self.run.get("model"):
-            parts.append(f"model `{PurePosixPath(str(self.run['model']).replace(chr(92), '/')).name}`")
-        if isinstance(self.run.get("image_threshold"), (int, float)):
-            parts.append(f"threshold {self.run['image_threshold']:.2f}")
-        if self.run.get("started"):
-            parts.append(f"started {_format_date(str(self.run['started']))}")
-        return " · ".join(parts)
-
-    def counts(self) -> dict[str, int]:
-        c = self.table["verdict"].value_counts()
-        return {v: int(c.get(v, 0)) for v in ("FAIL", "ERROR", "PASS")}
-
-
-def load_scored_folder(folder: str | Path) -> ScoredRun:
-    raw = str(folder).strip().strip('"').strip("'")
-    if not raw:
-        raise ReviewError("enter the path of a folder written by `anomaly score`")
-    path = Path(raw).expanduser()
-    if not path.is_dir():
-        raise ReviewError(f"{path}: no such folder")
-    csv = path / RESULTS_CSV
-    if not csv.is_file():
-        raise ReviewError(f"{path}: no {RESULTS_CSV} here; is this the output folder of `anomaly score`?")
-    try:
-        table = pd.read_csv(csv, dtype={"path": str, "verdict": str, "error": str}, keep_default_na=False,
-                            na_values={"score": ["", "nan", "NaN"]})
-    except Exception as exc:
-        raise ReviewError(f"{csv}: cannot read ({str(exc).splitlines()[0][:160]})") from exc
-    missing = [c for c in ("path", "score", "verdict") if c not in table.columns]
-    if missing:
-        raise ReviewError(f"{csv}: missing column(s) {', '.join(missing)}")
-    for col, default in (("regions", 0), ("largest_region_area", 0), ("error", "")):
-        if col not in table.columns:
-            table[col] = default
-    table["score"] = pd.to_numeric(table["score"], errors="coerce")
-    for col in ("regions", "largest_region_area"):
-        table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0).astype(int)
-    table["verdict"] = table["verdict"].str.strip().str.upper()
-    return ScoredRun(path, sort_for_review(table[RESULT_COLUMNS]), read_run_json(path / RUN_JSON) or {})
-
-
-def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
-    """Failures first, then errors, then passes; within each, highest score first."""
-    rank = table["verdict"].map(VERDICT_ORDER).fillna(len(VERDICT_ORDER))
-    out = table.assign(_rank=rank).sort_values(["_rank", "score", "path"], ascending=[True, False, True],
-                                              na_position="last", kind="mergesort")
-    return out.drop(columns="_rank").reset_index(drop=True)
-
-
-def overlay_relpaths(rel: str) -> list[PurePosixPath]:
-    """Where `anomaly score --overlays` may have saved the overlay of a results.csv
-    path, below overlays/: '<path>.jpg' (current) or '<path>.png' (earlier versions)."""
-    return [overlay_relpath(rel, OVERLAY_SUFFIX), overlay_relpath(rel, ".png")]
-
-
-def review_image(run: ScoredRun, rel: str) -> tuple[Path | None, str]:
-    """The picture to show for one row: the saved overlay if present, else the
-    original image. Returns (path or None, "overlay" | "original" | "missing")."""
-    for candidate in overlay_relpaths(rel):
-        overlay_path = run.folder / OVERLAYS_DIR / Path(candidate)
-        if overlay_path.is_file():
-            return overlay_path, "overlay"
-    rel_path = Path(rel)
-    bases = [b for b in (run.input_dir, run.folder) if b is not None]
-    if run.input_dir is not None and run.input_dir.is_file():  # a single file or a list of files was scored
-        bases.insert(0, run.input_dir.parent)
-    candidates = [rel_path] if rel_path.is_absolute() else [b / rel_path for b in bases]
-    for cand in candidates:
-        if cand.is_file() and cand.suffix.lower() in IMAGE_EXTENSIONS:
-            return cand, "original"
-    return None, "missing"
