@@ -68,8 +68,8 @@ class Detector:
         if fine_tune_head and self.module.head is None:
             raise ValueError(f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head")
         labelled = self._load_labelled(defects) if defects is not None else None
-        real = ([pair for img, defective, mask in labelled if defective for pair in self._fit_pair(img, mask)]
-                if fine_tune_head and labelled else None)
+        real = ([pair for img, defective, mask in labelled if defective and mask is not None
+                 for pair in self._fit_pair(img, mask)] or None if fine_tune_head and labelled else None)
         dataset = find_dataset(data)
         tc = self.train_config
         train_paths = sample_training(dataset.train, tc.max_train_images, tc.seed)
@@ -108,7 +108,7 @@ class Detector:
         self.calibrate(hold_views, [layout for _, layout in hold_prepared])
         if labelled:
             self.calibrate_with_defects(hold_raw + [x[0] for x in labelled], [False] * len(hold_raw) + [x[1] for x in labelled],
-                                        [np.zeros(img.shape[:2], bool) for img in hold_raw] + [x[2] for x in labelled])
+                                        [*(np.zeros(img.shape[:2], bool) for img in hold_raw), *(x[2] for x in labelled)])
         else:
             self.calibrate_with_synthetic(hold_raw)
         sizes = sorted({f"{w}x{h}" for h, w in sizes_seen})
@@ -144,18 +144,20 @@ class Detector:
         }
         return self
 
-    def _load_labelled(self, folder: str | Path) -> list[tuple[np.ndarray, bool, np.ndarray]]:
+    def _load_labelled(self, folder: str | Path) -> list[tuple[np.ndarray, bool, np.ndarray | None]]:
         """(image, is defective, mask) for every image of a labelled folder, at no more
         than 4x the detail the model sees (`limit_detail`, as the held-out images). A
-        shrunk mask keeps every pixel its defect touched, so a hairline crack survives."""
-        out = []
+        shrunk mask keeps every pixel its defect touched, so a hairline crack survives.
+        A defect without a mask (a part an inspector confirmed in the dashboard) has mask
+        None: it sets the image threshold only, not the pixel threshold or the head."""
+        out: list[tuple[np.ndarray, bool, np.ndarray | None]] = []
         for sample in find_test_set(folder):
-            if sample.mask_unknown:
-                raise DatasetError(f"{sample.path}: no ground-truth mask (looked for {sample.path.stem}_mask.png "
-                                   f"in ground_truth/{sample.defect}/ beside and inside the test folder)")
             image = read_image(sample.path)
-            mask = load_mask(sample, image.shape[:2])
             kept = limit_detail(image, *self.model_config.grid)
+            if sample.mask_unknown:
+                out.append((kept, True, None))
+                continue
+            mask = load_mask(sample, image.shape[:2])
             if kept is not image:
                 mask = cv2.resize(mask.astype(np.float32), (kept.shape[1], kept.shape[0]), interpolation=cv2.INTER_AREA) > 0
             out.append((kept, sample.is_defective, mask))
@@ -256,15 +258,17 @@ class Detector:
         cal.f1_source, cal.synthetic_defects = "synthetic", settings.to_dict()
         return cal
 
-    def calibrate_with_defects(self, images: list[np.ndarray], labels: list[bool], masks: list[np.ndarray]) -> Calibration:
+    def calibrate_with_defects(self, images: list[np.ndarray], labels: list[bool],
+                               masks: list[np.ndarray | None]) -> Calibration:
         """F1-optimal image and pixel thresholds from labelled images (good and defective),
-        offered next to the false-reject ones; they do not replace them."""
+        offered next to the false-reject ones; they do not replace them. Defects without
+        a mask (None) count for the image threshold only."""
         if self.calibration is None:
             raise ModelFileError("calibrate on good images first")
         maps, scores = self.score(images)
         self.calibration.image_threshold_f1 = float(f1_operating_threshold(np.array(labels), scores)[0])
-        defect_maps = [mp for mp, lab in zip(maps, labels) if lab]
-        defect_masks = [mk for mk, lab in zip(masks, labels) if lab]
+        defect_maps = [mp for mp, lab, mk in zip(maps, labels, masks) if lab and mk is not None]
+        defect_masks = [mk for mk, lab in zip(masks, labels) if lab and mk is not None]
         if defect_maps:
             self.calibration.pixel_threshold_f1 = float(pixel_f1_threshold(defect_masks, defect_maps)[0])
         self.calibration.f1_source, self.calibration.synthetic_defects = "labelled", None

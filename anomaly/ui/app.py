@@ -42,16 +42,16 @@ def load_model_file(path: str, mtime_ns: int) -> Inspector:
 
 @st.cache_resource(show_spinner="Loading uploaded model…", max_entries=4)
 def load_model_upload(sha1: str, _data: bytes, name: str) -> Inspector:
-    """One session per uploaded model, keyed by the hash of its bytes."""
-    folder = Path(tempfile.gettempdir()) / "anomaly-ui-models"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha1}.onnx"
-    if not path.is_file():
+    """One session per uploaded model, keyed by the hash of its bytes. The upload passes
+    through a private temporary folder that is removed once loaded or refused: the
+    session holds the model in memory, and a refused upload leaves nothing behind."""
+    with tempfile.TemporaryDirectory(prefix="anomaly-ui-model-") as folder:
+        path = Path(folder) / f"{sha1}.onnx"
         path.write_bytes(_data)
-    try:
-        return Inspector(path)
-    except ModelFileError as exc:
-        raise ModelFileError(str(exc).replace(str(path), name)) from None
+        try:
+            return Inspector(path)
+        except ModelFileError as exc:
+            raise ModelFileError(str(exc).replace(str(path), name)) from None
 
 
 # ----- sidebar: model, threshold, operator -----------------------------------------------
@@ -157,9 +157,10 @@ def inspected_items(inspector: Inspector, model_key: str, files: list[tuple[str,
     todo = [(k, u) for k, u in zip(keys, uploads) if k not in cache]
     if todo:
         bar = st.progress(0.0, text=f"Inspecting {len(todo)} image(s)…")
-        new = logic.inspect_files(inspector, [(u.name, u.data) for _, u in todo],
-                                  progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                            text=f"Inspecting… {done}/{total}"))
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Inspecting… {done}/{total}")
+
+        new = logic.inspect_files(inspector, [(u.name, u.data) for _, u in todo], progress=progress)
         bar.empty()
         for (k, _), item in zip(todo, new):
             cache[k] = item
@@ -181,6 +182,7 @@ def image_card(item: logic.Item, insp: Inspection, view: str, opacity: float, de
     """Original beside the chosen view, verdict + score + regions, and the inspector's decision."""
     w, h = item.size
     sub = f"{w} × {h} px"
+    assert item.display_image is not None
     if item.downscaled:
         dw, dh = item.display_image.shape[1], item.display_image.shape[0]
         sub += f" · shown at {dw} × {dh}, inspected at full size"

@@ -66,7 +66,7 @@ def histogram_svg(scores: Sequence[float], verdicts: Sequence[str], threshold: f
 
     bars = []
     for i in range(bins):
-        y0 = height - bottom
+        y0: float = height - bottom
         for verdict, color in (("PASS", PASS_COLOR), ("FAIL", FAIL_COLOR)):
             n = counts[verdict][i]
             if n:

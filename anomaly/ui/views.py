@@ -47,8 +47,8 @@ def draw_outlines(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return out
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     t = outline_thickness(image.shape)
-    cv2.drawContours(out, contours, -1, OUTLINE_OUTER, 3 * t, lineType=cv2.LINE_AA)
-    cv2.drawContours(out, contours, -1, OUTLINE_INNER, t, lineType=cv2.LINE_AA)
+    cv2.drawContours(out, contours, -1, OUTLINE_OUTER, 3 * t)
+    cv2.drawContours(out, contours, -1, OUTLINE_INNER, t)
     return out
 
 
