@@ -10,6 +10,7 @@ Thresholds come from the file's metadata and can be overridden per call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -23,9 +24,10 @@ import onnxruntime as ort
 
 from anomaly.contract import OUTPUT_NAMES, ModelInfo, check_seal
 from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import heatmaps_and_scores, read_image, to_batch
-from anomaly.inspection.regions import Region, mask_and_regions
+from anomaly.inspection.imageio import call_groups, heatmaps_and_scores, prepare, read_image, stack, to_internal
 from anomaly.inspection.overlays import overlay
+from anomaly.inspection.regions import Region, mask_and_regions
+
 
 def chosen_thresholds(defaults: tuple[float, float], image_threshold: float | None = None,
                       pixel_threshold: float | None = None) -> tuple[float, float]:
@@ -50,7 +52,8 @@ class Inspection:
 
     @property
     def is_defective(self) -> bool:
-        return self.score >= self.image_threshold
+        # written so that a NaN score or threshold FAILs: NaN compares false both ways
+        return not self.score < self.image_threshold
 
     @property
     def verdict(self) -> str:
@@ -143,6 +146,9 @@ class Inspector:
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
         data = path.read_bytes()  # one read: what is checked is what is loaded
+        # what a run records as its model (run.json): the bytes in use, even if the file
+        # is replaced while this Inspector is alive
+        self.sha256 = hashlib.sha256(data).hexdigest()
         opts = _session_options(threads, spin)
         if backend != "onnxruntime":  # this session only reads the contract: no optimisation work
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -188,14 +194,17 @@ class Inspector:
 
     def score(self, images: Sequence[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
         """Calibrated heatmaps at each image's resolution, and image scores (max of the
-        heatmap over the image itself, padding excluded)."""
+        heatmap over the image itself, padding excluded). Images as `inspect` takes them."""
         maps, scores = [], []
         for i in range(0, len(images), batch_size):
-            batch, layouts = to_batch(images[i : i + batch_size], *self.info.grid)
-            out, _ = self.run(batch)
-            for heatmap, score in heatmaps_and_scores(out, layouts):
-                maps.append(heatmap)
-                scores.append(score)
+            prepared = [prepare(to_internal(img, f"image {i + k}"), *self.info.grid)
+                        for k, img in enumerate(images[i : i + batch_size])]
+            for group in call_groups([layout.views for _, layout in prepared], batch_size):
+                batch, layouts = stack([prepared[k] for k in group], self.info.input_size)
+                out, _ = self.run(batch)
+                for heatmap, score in heatmaps_and_scores(list(out), layouts):
+                    maps.append(heatmap)
+                    scores.append(score)
         return maps, np.asarray(scores, dtype=np.float64)
 
     def inspect_batch(
@@ -216,10 +225,20 @@ class Inspector:
     def inspect(
         self, image: np.ndarray | str | os.PathLike, image_threshold: float | None = None, pixel_threshold: float | None = None
     ) -> Inspection:
-        """One image (an internal-form array or a path)."""
+        """One image: a path to an image file, or an array (`imageio.to_internal`):
+
+        - shape (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, channels last
+          (RGB order: convert `cv2.imread`'s BGR with cv2.COLOR_BGR2RGB, or pass the path);
+        - dtype uint8 (0-255) or uint16 (0-65535), scaled as files are, or float32/float64
+          in [0, 1] (clipped to it; NaN or infinite values are refused);
+        - each side at least 8 pixels and at most 50 megapixels, as for files; a tiled
+          image at most `imageio.MAX_VIEWS` tiles.
+
+        Anything else (None, bytes, CHW, an empty array...) raises ImageReadError saying
+        what is accepted."""
         name = ""
-        if not isinstance(image, np.ndarray):
-            name, image = str(image), read_image(image)
+        if isinstance(image, (str, os.PathLike)):
+            name, image = str(image), read_image(Path(image))
         return self.inspect_batch([image], image_threshold, pixel_threshold, [name])[0]
 
 

@@ -15,7 +15,7 @@ from typing import TypeVar, cast
 
 import numpy as np
 
-from anomaly.inspection.imageio import Layout, heatmap_and_score, per_image, stack
+from anomaly.inspection.imageio import Layout, call_groups, heatmap_and_score, per_image, stack
 from anomaly.inspection.inspector import Inspection, Inspector
 from anomaly.inspection.regions import mask_and_regions
 from anomaly.scoring.inputs import Loaded, Prepared
@@ -69,7 +69,14 @@ def run_prepared(inspector: Inspector, prepared: Sequence[Prepared], batch_size:
         maps, _ = inspector.run(batch)
         return list(zip(per_image(cast(Sequence[np.ndarray], maps), layouts), layouts))
 
-    return batch_then_singly(prepared, batch_size, run, lambda _, exc: f"inference failed ({first_line(exc, 200)})")
+    def failure(_: Prepared, exc: Exception) -> ModelOutput:
+        return f"inference failed ({first_line(exc, 200)})"
+
+    # calls bounded in views too (imageio.call_groups): tiled images are several views each
+    out: list[ModelOutput] = []
+    for group in call_groups([layout.views for _, layout in prepared], batch_size):
+        out.extend(batch_then_singly([prepared[k] for k in group], len(group), run, failure))
+    return out
 
 
 def chunk_outputs(inspector: Inspector, chunk: Sequence[Loaded], batch_size: int) -> list[ModelOutput]:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, list_images, prepare, read_image
+from anomaly.scoring.schema import printable
 
 
 class InputItem(NamedTuple):
@@ -41,12 +42,13 @@ class Loaded(NamedTuple):
 def collect_inputs(input: str | Path) -> list[InputItem]:
     """The images named by INPUT: a folder (recursive), a text file with one path per
     line (relative paths against the list file's folder; blank lines and # comments
-    ignored), or a single image file. Duplicates are listed once."""
+    ignored), or a single image file. Duplicates are listed once. A file name that is
+    not valid UTF-8 is labelled with its bytes escaped (`schema.printable`)."""
     src = Path(input)
     if src.is_dir():
-        items = [InputItem(p.relative_to(src).as_posix(), p) for p in list_images(src)]
+        items = [InputItem(printable(p.relative_to(src).as_posix()), p) for p in list_images(src)]
     elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
-        items = [InputItem(src.name, src)]
+        items = [InputItem(printable(src.name), src)]
     elif src.is_file():
         try:
             text = src.read_text(encoding="utf-8-sig")

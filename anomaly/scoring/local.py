@@ -18,6 +18,7 @@ one more thread turns the model's outputs into rows, regions and overlays.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -31,8 +32,10 @@ from anomaly.scoring.inference import chunk_outputs, chunk_records
 from anomaly.scoring.inputs import Grid, InputItem, Loaded, collect_inputs, load_input
 from anomaly.scoring.overlay_files import overlay_mode
 from anomaly.scoring.schema import Record
-from anomaly.scoring.store import RunInfo, open_results
+from anomaly.scoring.store import RunInfo, file_sha256, open_results
 from anomaly.scoring.summary import ScoreSummary, summarize
+
+log = logging.getLogger(__name__)
 
 
 def _lower_priority() -> None:
@@ -64,6 +67,22 @@ def _prefetch(
     finally:
         for fut in queue:
             fut.cancel()
+
+
+def _warn_if_replaced(model: Path, sha256: str) -> None:
+    """Say so when the model file changed while this run scored with the bytes it loaded
+    at the start (recorded in run.json): a re-run would be refused as another model."""
+    try:
+        now = file_sha256(model)
+    except OSError:
+        now = "missing"
+    if now != sha256:
+        log.warning(
+            "%s changed while scoring: every row of this run is from the file as loaded at the start "
+            "(sha256 %s, in run.json); scoring with the new file needs --restart or another --out",
+            model,
+            sha256[:12],
+        )
 
 
 def _chunks(loaded: Iterator[Loaded], size: int) -> Iterator[list[Loaded]]:
@@ -106,7 +125,7 @@ def score_inputs(
     # sleep, not spin, or they take the CPU those threads need.
     inspector = Inspector(model, threads=threads, spin=False, backend=backend)
     thresholds = inspector.thresholds(image_threshold, pixel_threshold)
-    run = RunInfo.of(model, input, thresholds)
+    run = RunInfo.of(model, input, thresholds, model_sha256=inspector.sha256)
 
     start = time.perf_counter()
     scored = 0
@@ -152,11 +171,19 @@ def score_inputs(
         try:
             finisher.shutdown(wait=True)
             decoder.shutdown(wait=False, cancel_futures=True)
-            # Keep every batch whose rows (and overlays) were finished, even on Ctrl-C or an error.
-            while pending and pending[0].done() and not pending[0].cancelled() and pending[0].exception() is None:
+            # Keep every batch whose rows (and overlays) were finished, even on Ctrl-C or an
+            # error, unless the error was the results files' own (the next run resumes).
+            while (
+                writer.failed is None
+                and pending
+                and pending[0].done()
+                and not pending[0].cancelled()
+                and pending[0].exception() is None
+            ):
                 keep(pending.popleft().result())
         finally:
             writer.close()
             bar.close()
     seconds = time.perf_counter() - start
+    _warn_if_replaced(model, inspector.sha256)
     return summarize(writer.records, [x.label for x in items], scored, resumed, seconds, out_dir)

@@ -62,8 +62,13 @@ def _write_atomic_image(path: Path, image: np.ndarray, params: list[int]) -> Non
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-        if not cv2.imwrite(str(tmp), pixels, params):
-            raise OSError(f"{path}: could not write image")
+        # encoded here and written by Python: OpenCV's own file writing crashes the
+        # process on a path that is not valid UTF-8
+        ok, encoded = cv2.imencode(path.suffix, pixels, params)
+        if not ok:
+            raise OSError(f"{path}: could not encode image")
+        with open(tmp, "wb") as f:
+            f.write(encoded.tobytes())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

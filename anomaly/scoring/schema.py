@@ -33,6 +33,21 @@ CSV_COLUMNS = ("path", "score", "verdict", "regions", "largest_region_area", "er
 Record = dict[str, Any]  # one results.jsonl line
 
 
+def printable(text: str) -> str:
+    """Text as the results files write it: valid UTF-8 whatever the file system gave.
+
+    A file name that is not valid UTF-8 (Latin-1 bytes from a Windows share) reaches
+    Python with each undecodable byte as a lone surrogate, which no UTF-8 file can
+    hold; each such byte is written as a backslash escape (caf\\xe9.png), so the row
+    still names the file exactly and the same name gives the same row on a re-run.
+    Text that is valid already is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def result_row(
     path_label: str,
     inspection_or_error: Inspection | BaseException | str,
@@ -49,7 +64,7 @@ def result_row(
         insp = inspection_or_error
         h, w = insp.heatmap.shape[:2]
         return {
-            "path": path_label,
+            "path": printable(path_label),
             "score": round(float(insp.score), 6),
             "verdict": insp.verdict,
             "image_threshold": float(insp.image_threshold),
@@ -62,7 +77,7 @@ def result_row(
     err = inspection_or_error
     msg = (str(err) or type(err).__name__) if isinstance(err, BaseException) else str(err)
     return {
-        "path": path_label,
+        "path": printable(path_label),
         "score": None,
         "verdict": "ERROR",
         "image_threshold": None if image_threshold is None else float(image_threshold),
@@ -70,7 +85,7 @@ def result_row(
         "width": None if width is None else int(width),
         "height": None if height is None else int(height),
         "regions": [],
-        "error": msg,
+        "error": printable(msg),
     }
 
 

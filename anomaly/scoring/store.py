@@ -76,11 +76,15 @@ def fsync_dir(folder: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace a file so that a reader (or a crash) sees the old text or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves the old file and no half-written one
+        raise
     fsync_dir(path.parent)
 
 
@@ -183,6 +187,11 @@ def in_input_order(records: Mapping[str, Record], order: Sequence[str]) -> list[
 
 
 # ----- results.jsonl + results.csv ----------------------------------------------------
+class ResultsWriteError(OSError):
+    """The results files could not be written (disk full, folder gone...); the message
+    says that the rows written before are kept and a re-run resumes."""
+
+
 class ResultsWriter:
     """results.jsonl + results.csv in one folder: repair on open, append + fsync per batch.
 
@@ -201,6 +210,7 @@ class ResultsWriter:
         self._jsonl: io.TextIOWrapper | None = None
         self._csv: io.TextIOWrapper | None = None
         self._lock_fd: int | None = None
+        self.failed: ResultsWriteError | None = None  # set once a write failed (disk full...)
 
     @property
     def done(self) -> set[str]:
@@ -269,17 +279,37 @@ class ResultsWriter:
         if not records:
             return
         assert self._jsonl is not None and self._csv is not None, "call open() first"
-        for f, text in ((self._jsonl, jsonl_text(records)), (self._csv, csv_text(csv_row(r) for r in records))):
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        for r in records:
-            self.records[r["path"]] = r
+        if self.failed is not None:  # a half-written line may end the file: only a repair may go on
+            raise self.failed
+        # both texts made before either file is touched: a row that cannot be written
+        # fails without leaving its line in one file only
+        jsonl, table = jsonl_text(records), csv_text(csv_row(r) for r in records)
+        try:
+            self._write(self._jsonl, jsonl)
+            for r in records:  # in results.jsonl, the record of truth: never appended twice
+                self.records[r["path"]] = r
+            self._write(self._csv, table)  # results.csv is rebuilt from results.jsonl on the next open
+        except OSError as exc:
+            self.failed = ResultsWriteError(
+                f"{self.out_dir}: cannot write results ({exc.strerror or exc}); every row written before is "
+                "kept: make room and run the same command again to resume"
+            )
+            raise self.failed from exc
+
+    @staticmethod
+    def _write(f: io.TextIOWrapper, text: str) -> None:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
     def _close_files(self) -> None:
         for f in (self._jsonl, self._csv):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except OSError:  # text that failed to write once fails again in the final flush
+                    if self.failed is None:
+                        raise
         self._jsonl = self._csv = None
 
     def close(self) -> None:
@@ -306,6 +336,10 @@ def open_results(
     moved aside with the rest."""
     out_dir = Path(out_dir)
     extra = dict(extra_row_dirs or {})
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(
+            f"{out_dir}: is a file, not a folder; give --out a folder (new or from an earlier run)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = ResultsWriter(out_dir)
     writer.lock()

@@ -42,16 +42,16 @@ def load_model_file(path: str, mtime_ns: int) -> Inspector:
 
 @st.cache_resource(show_spinner="Loading uploaded model…", max_entries=4)
 def load_model_upload(sha1: str, _data: bytes, name: str) -> Inspector:
-    """One session per uploaded model, keyed by the hash of its bytes."""
-    folder = Path(tempfile.gettempdir()) / "anomaly-ui-models"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha1}.onnx"
-    if not path.is_file():
+    """One session per uploaded model, keyed by the hash of its bytes. The upload passes
+    through a private temporary folder that is removed once loaded or refused: the
+    session holds the model in memory, and a refused upload leaves nothing behind."""
+    with tempfile.TemporaryDirectory(prefix="anomaly-ui-model-") as folder:
+        path = Path(folder) / f"{sha1}.onnx"
         path.write_bytes(_data)
-    try:
-        return Inspector(path)
-    except ModelFileError as exc:
-        raise ModelFileError(str(exc).replace(str(path), name)) from None
+        try:
+            return Inspector(path)
+        except ModelFileError as exc:
+            raise ModelFileError(str(exc).replace(str(path), name)) from None
 
 
 # ----- sidebar: model, threshold, operator -----------------------------------------------
