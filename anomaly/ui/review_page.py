@@ -126,7 +126,8 @@ def review_table(table: pd.DataFrame, decisions: dict[str, dict[str, Any]], n: i
     """The run's rows with the current one highlighted; clicking a row opens it."""
     view = table[[c for c in widgets.TABLE_NAMES if c in table.columns]].rename(columns=widgets.TABLE_NAMES)
     view.insert(0, "#", range(1, len(view) + 1))
-    view["Inspector"] = [decisions.get(part_key(str(p)), {}).get("decision", "") for p in table["path"]]
+    view.insert(len(view.columns) - 1, "Inspector",
+                [decisions.get(part_key(str(p)), {}).get("decision", "") for p in table["path"]])
     current = int(st.session_state.get("review_pos", 1)) - 1
 
     def highlight(r: pd.Series) -> list[str]:
@@ -134,7 +135,8 @@ def review_table(table: pd.DataFrame, decisions: dict[str, dict[str, Any]], n: i
 
     styled = view.style.apply(highlight, axis=1).map(widgets.verdict_style, subset=["Verdict"])
     event = st.dataframe(styled, hide_index=True, width="stretch", height=min(320, 38 + 35 * n),
-                         column_config={**widgets.TABLE_COLUMNS, "Inspector": st.column_config.TextColumn(width=90)},
+                         column_config={**widgets.TABLE_COLUMNS, "Inspector": st.column_config.TextColumn(width=90),
+                                        "Error": st.column_config.TextColumn(width="medium")},
                          key="review_table", placeholder="—", on_select="rerun", selection_mode="single-row")
     rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     # a click moves to that row once; afterwards the buttons and keys move freely
