@@ -61,3 +61,20 @@ def test_planted_copy_moves_defects_out_of_the_test_set(tmp_path) -> None:
     masks = list((copy / "ground_truth").glob("*/*_mask.png"))
     assert len(left) == 20 and len(masks) == 20  # the planted images' masks went with them
     assert not planted_copy(samples, 0.0, tmp_path / "clean")
+
+
+def test_feedback_quick() -> None:
+    (row,) = table_rows(run_quick("feedback.py"))
+    assert row[0] == "washer" and row[1] == "5 defects + 5 good"
+    assert all(0.0 <= float(x) <= 1.0 for x in row[2:6])
+
+
+def test_a_review_lowers_a_threshold_that_misses_confirmed_defects() -> None:
+    sys.path.insert(0, str(BENCH))
+    import numpy as np
+    from feedback import review_gain
+
+    scores = np.r_[np.linspace(0.1, 0.6, 20), np.linspace(0.7, 0.95, 20)]  # every defect below the threshold 1.0
+    labels = np.r_[np.zeros(20, bool), np.ones(20, bool)]
+    gain = review_gain(scores, labels, 1.0, confirmed=5, seed=0)
+    assert gain["recall_before"] == 0.0 and gain["recall_after"] > 0.5 and gain["fr_after"] == 0.0
