@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "default.onnx"
 GOOD = ROOT / "sample_images" / "washer" / "test" / "good" / "000.png"
 
-pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="models/default.onnx is missing")
+# about a minute in all: CI runs it, the fast tier (-m "not slow") leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not MODEL.is_file(), reason="models/default.onnx is missing")]
 FUZZ = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
@@ -263,7 +264,6 @@ def _hostile_folder(src: Path) -> int:
     return len(files)
 
 
-@pytest.mark.slow
 def test_hostile_folder_memory_and_time_are_bounded(tmp_path: Path) -> None:
     count = _hostile_folder(tmp_path / "in")
     script = (
