@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 ModelKind = Literal["feature_ae", "patch_memory", "ae", "vae"]
-FitMode = Literal["auto", "letterbox", "stretch", "tile"]
+FitMode = Literal["auto", "letterbox", "stretch", "tile"]  # anomaly.inspection.layout.prepare
 PixelLoss = Literal["l2", "ssim", "l2+ssim"]
 
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 FEATURE_KINDS: tuple[str, ...] = ("feature_ae", "patch_memory")  # built on the frozen ImageNet backbone
-FIT_MODES: tuple[str, ...] = get_args(FitMode)  # see anomaly.inspection.imageio.prepare
+FIT_MODES: tuple[str, ...] = get_args(FitMode)  # see anomaly.inspection.layout.prepare
 PIXEL_LOSSES: tuple[str, ...] = get_args(PixelLoss)
 
 
@@ -134,7 +134,7 @@ class ModelConfig:
 
     @property
     def grid(self) -> tuple[int, str, int]:
-        """(working size, fit mode, tiles): how images reach the model (imageio.prepare)."""
+        """(working size, fit mode, tiles): how images reach the model (layout.prepare)."""
         return self.image_size, self.fit_mode, self.tiles
 
     @property

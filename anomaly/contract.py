@@ -68,7 +68,7 @@ class ModelInfo:
 
     @property
     def grid(self) -> tuple[int, str, int]:
-        """(working size, fit mode, tiles): how images reach the model (imageio.prepare)."""
+        """(working size, fit mode, tiles): how images reach the model (layout.prepare)."""
         return self.input_size, self.fit_mode, self.tiles
 
     @property

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from anomaly.inspection.imageio import MAX_VIEWS, ImageReadError, decode_image, read_image, to_internal
+from anomaly.inspection.imageio import ImageReadError, decode_image, read_image, to_internal
 from anomaly.inspection.inspector import Inspector
+from anomaly.inspection.layout import MAX_VIEWS
 from anomaly.scoring.local import score_inputs
 
 ROOT = Path(__file__).resolve().parent.parent

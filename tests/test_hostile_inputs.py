@@ -22,17 +22,9 @@ import pytest
 
 from anomaly.cli import main
 from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import (
-    MAX_IMAGE_PIXELS,
-    MAX_VIEWS,
-    ImageReadError,
-    call_groups,
-    decode_image,
-    prepare,
-    read_image,
-    to_internal,
-)
+from anomaly.inspection.imageio import MAX_IMAGE_PIXELS, ImageReadError, decode_image, read_image, to_internal
 from anomaly.inspection.inspector import Inspection, Inspector
+from anomaly.inspection.layout import MAX_VIEWS, call_groups, prepare
 from anomaly.scoring.local import score_inputs
 from anomaly.scoring.schema import printable
 

@@ -6,19 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly.inspection.imageio import (
-    limit_detail,
-    ImageReadError,
-    crop_to_content,
-    decode_image,
-    fit_to_square,
-    list_images,
+from anomaly.inspection.imageio import ImageReadError, decode_image, list_images, read_image
+from anomaly.inspection.layout import (
     Placement,
     Tiling,
+    crop_to_content,
+    fit_to_square,
+    limit_detail,
     map_to_original,
     per_image,
     prepare,
-    read_image,
     to_batch,
 )
 
@@ -143,7 +140,7 @@ def test_auto_mode_letterboxes_near_squares_and_tiles_strips():
 
 
 def test_working_shape_is_the_grid_the_model_sees():
-    from anomaly.inspection.imageio import working_shape
+    from anomaly.inspection.layout import working_shape
 
     img = np.zeros((300, 500, 3), np.float32)
     _, placement = prepare(img, 64, "letterbox")

@@ -12,14 +12,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly.scoring.local import score_inputs
 from anomaly.config import ModelConfig, TrainConfig
+from anomaly.inspection.imageio import read_image, save_image
+from anomaly.inspection.inspector import Inspector
+from anomaly.inspection.layout import Tiling
+from anomaly.scoring.local import score_inputs
 from anomaly.synthetic.defects import DEFECTS
+from anomaly.synthetic.demo import generate_dataset
 from anomaly.training.detector import Detector
 from anomaly.training.export import export_onnx
-from anomaly.inspection.imageio import Tiling, read_image, save_image
-from anomaly.inspection.inspector import Inspector
-from anomaly.synthetic.demo import generate_dataset
 
 pytestmark = pytest.mark.slow  # trains models
 

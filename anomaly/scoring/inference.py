@@ -15,8 +15,8 @@ from typing import TypeVar, cast
 
 import numpy as np
 
-from anomaly.inspection.imageio import Layout, call_groups, heatmap_and_score, per_image, stack
 from anomaly.inspection.inspector import Inspection, Inspector
+from anomaly.inspection.layout import Layout, call_groups, heatmap_and_score, per_image, stack
 from anomaly.inspection.regions import mask_and_regions
 from anomaly.scoring.inputs import Loaded, Prepared
 from anomaly.scoring.overlay_files import OverlayMode, wants_overlay, write_overlays
@@ -72,7 +72,7 @@ def run_prepared(inspector: Inspector, prepared: Sequence[Prepared], batch_size:
     def failure(_: Prepared, exc: Exception) -> ModelOutput:
         return f"inference failed ({first_line(exc, 200)})"
 
-    # calls bounded in views too (imageio.call_groups): tiled images are several views each
+    # calls bounded in views too (layout.call_groups): tiled images are several views each
     out: list[ModelOutput] = []
     for group in call_groups([layout.views for _, layout in prepared], batch_size):
         out.extend(batch_then_singly([prepared[k] for k in group], len(group), run, failure))

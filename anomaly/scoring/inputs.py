@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from anomaly.inspection.imageio import IMAGE_EXTENSIONS, Layout, list_images, prepare, read_image
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, list_images, read_image
+from anomaly.inspection.layout import Layout, prepare
 from anomaly.scoring.schema import printable
 
 

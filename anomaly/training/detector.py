@@ -23,16 +23,25 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from anomaly import __version__
+from anomaly.config import ModelConfig, TrainConfig, from_dict, settle, to_dict
+from anomaly.errors import ModelFileError
+from anomaly.evaluation.datasets import (
+    DatasetError,
+    find_dataset,
+    find_test_set,
+    iter_images,
+    load_mask,
+    sample_training,
+    split_holdout,
+)
+from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
+from anomaly.inspection.imageio import read_image
+from anomaly.inspection.layout import Layout, heatmaps_and_scores, limit_detail, per_image, prepare
+from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.allocator import keep_freed_memory
 from anomaly.training.calibrate import Calibration, calibrate, edge_profile
-from anomaly.config import ModelConfig, TrainConfig, from_dict, settle, to_dict
-from anomaly.evaluation.datasets import DatasetError, find_dataset, find_test_set, iter_images, load_mask, sample_training, split_holdout
-from anomaly.synthetic.defects import DefectSettings, random_defect
-from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import Layout, heatmaps_and_scores, limit_detail, per_image, prepare, read_image
-from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
-from anomaly.training.model import InspectionModule, separable_blur
 from anomaly.training.fit import to_tensor, train
+from anomaly.training.model import InspectionModule, separable_blur
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

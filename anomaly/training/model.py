@@ -1,7 +1,7 @@
 """The inspection pipeline as one torch module: what is trained is what is exported.
 
 `InspectionModule.forward` takes the model input the runtime builds (float32
-(N, 3, S, S), RGB, [0, 1], letterboxed by `anomaly.inspection.imageio.fit_to_square`) and
+(N, 3, S, S), RGB, [0, 1], letterboxed by `anomaly.inspection.layout.fit_to_square`) and
 returns the calibrated heatmap and image score. Everything in between lives here:
 input normalisation, the network, the residual (L2, multi-scale SSIM, both, a feature
 residual, a nearest-normal-patch distance, or the last two added), Gaussian smoothing
@@ -23,7 +23,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomaly.config import FEATURE_KINDS, ModelConfig
-from anomaly.training.networks import ConvAutoencoder, FeatureAutoencoder, FeatureExtractor, PatchMemory, SegmentationHead, without_margin
+from anomaly.training.networks import (
+    ConvAutoencoder,
+    FeatureAutoencoder,
+    FeatureExtractor,
+    PatchMemory,
+    SegmentationHead,
+    without_margin,
+)
 
 IMAGE_THRESHOLD = 1.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

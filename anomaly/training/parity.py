@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomaly.training.detector import Detector
-from anomaly.inspection.imageio import list_images, read_image, to_batch
+from anomaly.inspection.imageio import list_images, read_image
 from anomaly.inspection.inspector import Inspector
+from anomaly.inspection.layout import to_batch
+from anomaly.training.detector import Detector
 
 
 def parity_images(det: Detector, count: int = 4) -> list[np.ndarray]:
