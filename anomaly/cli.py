@@ -309,7 +309,7 @@ def load_scorer(model: Path, backend: str = "onnxruntime"):
 def _reconstructor(det):
     import torch
 
-    from anomaly.inspection.imageio import fit_to_square
+    from anomaly.inspection.layout import fit_to_square
 
     def reconstruct(img):
         mode: FitMode = "stretch" if det.model_config.fit_mode == "stretch" else "letterbox"  # one picture
@@ -464,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Library code reports warnings through logging; they go to stderr, stdout carries results only.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    from anomaly.evaluation.datasets import DatasetError
     from anomaly.errors import ModelFileError
+    from anomaly.evaluation.datasets import DatasetError
     from anomaly.inspection.imageio import ImageReadError
 
     try:

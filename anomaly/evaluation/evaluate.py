@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from anomaly.evaluation import metrics
 from anomaly.evaluation.datasets import TestSample, find_test_set, load_mask
-from anomaly.inspection.imageio import ImageReadError, read_image, save_image, working_shape
+from anomaly.inspection.imageio import ImageReadError, read_image, save_image
+from anomaly.inspection.layout import working_shape
 from anomaly.inspection.overlays import colorize, overlay, panel_row
 from anomaly.inspection.regions import defect_mask
 

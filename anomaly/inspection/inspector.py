@@ -3,7 +3,7 @@
 One `Inspector` holds one onnxruntime session and may be shared by threads
 (onnxruntime's `run` is thread-safe and this class keeps no per-call state).
 Images of any size and format are prepared exactly as in training
-(`anomaly.inspection.imageio.prepare`: a letterboxed square or tiles), and heatmaps are mapped back
+(`anomaly.inspection.layout.prepare`: a letterboxed square or tiles), and heatmaps are mapped back
 to the original pixels.
 Thresholds come from the file's metadata and can be overridden per call.
 """
@@ -24,7 +24,8 @@ import onnxruntime as ort
 
 from anomaly.contract import OUTPUT_NAMES, ModelInfo, check_seal
 from anomaly.errors import ModelFileError
-from anomaly.inspection.imageio import call_groups, heatmaps_and_scores, prepare, read_image, stack, to_internal
+from anomaly.inspection.imageio import read_image, to_internal
+from anomaly.inspection.layout import call_groups, heatmaps_and_scores, prepare, stack
 from anomaly.inspection.overlays import overlay
 from anomaly.inspection.regions import Region, mask_and_regions
 
@@ -232,7 +233,7 @@ class Inspector:
         - dtype uint8 (0-255) or uint16 (0-65535), scaled as files are, or float32/float64
           in [0, 1] (clipped to it; NaN or infinite values are refused);
         - each side at least 8 pixels and at most 50 megapixels, as for files; a tiled
-          image at most `imageio.MAX_VIEWS` tiles.
+          image at most `layout.MAX_VIEWS` tiles.
 
         Anything else (None, bytes, CHW, an empty array...) raises ImageReadError saying
         what is accepted."""
