@@ -120,8 +120,10 @@ class ModelConfig:
         if self.memory_search_dims < 0 or self.memory_search_blocks < 1:
             raise ValueError("memory search dims must be >= 0 (0 = exact) and search blocks >= 1")
         if self.memory_search_dims and self.memory_size % self.memory_search_blocks:
-            raise ValueError(f"memory size ({self.memory_size}) must be a multiple of the memory search blocks "
-                             f"({self.memory_search_blocks}), or use an exact search (memory search dims 0)")
+            raise ValueError(
+                f"memory size ({self.memory_size}) must be a multiple of the memory search blocks "
+                f"({self.memory_search_blocks}), or use an exact search (memory search dims 0)"
+            )
         if self.feature_border < 0 or self.feature_border % 16 or self.feature_border >= self.image_size:
             raise ValueError(f"feature border must be a multiple of 16 below the image size, got {self.feature_border}")
         if self.ssim_levels < 1:

@@ -28,21 +28,60 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "image_score")
 
 # Keys every file has (besides FORMAT_KEY and SEAL_KEY), and keys it may have.
-REQUIRED_KEYS = ("input_name", "input_shape", "input_size", "layout", "channel_order", "value_range", "dtype",
-                 "fit_mode", "tiles", "resize", "outputs", "score_scale", "image_threshold", "pixel_threshold",
-                 "target_false_reject", "model_kind", "train_count", "holdout_count", "train_image_sizes",
-                 "train_data", "trained", "created", "project_version", "config")
+REQUIRED_KEYS = (
+    "input_name",
+    "input_shape",
+    "input_size",
+    "layout",
+    "channel_order",
+    "value_range",
+    "dtype",
+    "fit_mode",
+    "tiles",
+    "resize",
+    "outputs",
+    "score_scale",
+    "image_threshold",
+    "pixel_threshold",
+    "target_false_reject",
+    "model_kind",
+    "train_count",
+    "holdout_count",
+    "train_image_sizes",
+    "train_data",
+    "trained",
+    "created",
+    "project_version",
+    "config",
+)
 OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source", "quantization")
 # What a person wants to see about a model, in display order.
-SUMMARY_KEYS = ("model_kind", "input_size", "fit_mode", "tiles", "image_threshold", "pixel_threshold", "train_count",
-                "train_image_sizes", "train_data", "trained", "created", "project_version", SEAL_KEY)
+SUMMARY_KEYS = (
+    "model_kind",
+    "input_size",
+    "fit_mode",
+    "tiles",
+    "image_threshold",
+    "pixel_threshold",
+    "train_count",
+    "train_image_sizes",
+    "train_data",
+    "trained",
+    "created",
+    "project_version",
+    SEAL_KEY,
+)
 
 # Sizes and tile starts below round halves up: round_ratio(a, b) = (2a + b) // (2b).
-_LETTERBOX = ("keep aspect ratio, longest side to input_size (sizes round_ratio(side * S, longest side)); area "
-              "filter when shrinking, bilinear when enlarging; pad by replicating edge pixels, centred")
-_TILE = ("resize (same filters) so the short side is tiles x input_size; cut input_size squares, n = "
-         "ceil(side / input_size) per side, starts round_ratio(i * (side - input_size), n - 1); blend their "
-         "maps with tent weights max(min(t + 0.5, S - t - 0.5) / (S / 2), 0.02) per axis; see docs/onnx.md")
+_LETTERBOX = (
+    "keep aspect ratio, longest side to input_size (sizes round_ratio(side * S, longest side)); area "
+    "filter when shrinking, bilinear when enlarging; pad by replicating edge pixels, centred"
+)
+_TILE = (
+    "resize (same filters) so the short side is tiles x input_size; cut input_size squares, n = "
+    "ceil(side / input_size) per side, starts round_ratio(i * (side - input_size), n - 1); blend their "
+    "maps with tent weights max(min(t + 0.5, S - t - 0.5) / (S / 2), 0.02) per axis; see docs/onnx.md"
+)
 RESIZE_TEXT = {
     "letterbox": _LETTERBOX,
     "stretch": "stretch to input_size x input_size (area filter when shrinking, bilinear when enlarging)",
@@ -79,8 +118,9 @@ class ModelInfo:
     @classmethod
     def from_metadata(cls, path: Path, meta: Mapping[str, str]) -> ModelInfo:
         if meta.get(FORMAT_KEY) != FORMAT:
-            raise ModelFileError(f"{path}: not an anomaly inspection model (no '{FORMAT}' metadata); "
-                                 "export it with `anomaly export`")
+            raise ModelFileError(
+                f"{path}: not an anomaly inspection model (no '{FORMAT}' metadata); export it with `anomaly export`"
+            )
         try:
             return cls(
                 path=path,
@@ -101,7 +141,9 @@ class ModelInfo:
 
 
 # A metadata entry is a protobuf message: 0x0a <len> key, 0x12 <len = 64> value.
-_SEAL_ENTRY = re.compile(re.escape(b"\x0a" + bytes([len(SEAL_KEY)]) + SEAL_KEY.encode() + b"\x12\x40") + b"([0-9a-f]{64})")
+_SEAL_ENTRY = re.compile(
+    re.escape(b"\x0a" + bytes([len(SEAL_KEY)]) + SEAL_KEY.encode() + b"\x12\x40") + b"([0-9a-f]{64})"
+)
 
 
 def _zeroed_digest(data: bytes) -> tuple[str, tuple[int, int] | None]:
@@ -135,6 +177,8 @@ def check_seal(path: Path, data: bytes) -> str:
     if span is None:
         raise ModelFileError(f"{path}: the model file carries no seal ({SEAL_KEY}); re-export it with `anomaly export`")
     if data[span[0] : span[1]].decode() != digest:
-        raise ModelFileError(f"{path}: the model file was changed after export (its seal does not match its "
-                             "contents); re-export it with `anomaly export`")
+        raise ModelFileError(
+            f"{path}: the model file was changed after export (its seal does not match its "
+            "contents); re-export it with `anomaly export`"
+        )
     return digest

@@ -36,8 +36,13 @@ print(json.dumps({"kept": kept, "faults": faults, "same": bool(torch.equal(first
 
 
 def _run(mode: str, env: dict[str, str] | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -91,6 +96,11 @@ def test_release_gives_kept_memory_back() -> None:
     kept = json.loads(out.strip().splitlines()[-1])
     assert kept["released"] is True
     assert kept["held"] - kept["after"] > 200  # MB: the freed 256 MB block left the process
-    off = subprocess.run([sys.executable, "-c", RELEASE_CHILD], capture_output=True, text=True, check=True,
-                         env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"}).stdout
+    off = subprocess.run(
+        [sys.executable, "-c", RELEASE_CHILD],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"},
+    ).stdout
     assert json.loads(off.strip().splitlines()[-1])["released"] is False  # nothing kept, nothing to do

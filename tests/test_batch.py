@@ -114,7 +114,9 @@ def test_file_list_input(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path) ->
     lists.mkdir()
     absolute = tiny_dataset / "test" / "dent" / "000.png"
     listing = lists / "todo.txt"
-    listing.write_text(f"# parts from line 3\n../imgs/000.png\n\n   ../imgs/001.png  \n{absolute}\n../imgs/missing.png\n")
+    listing.write_text(
+        f"# parts from line 3\n../imgs/000.png\n\n   ../imgs/001.png  \n{absolute}\n../imgs/missing.png\n"
+    )
     out = tmp_path / "out"
     summary = score_inputs(listing, tiny_onnx, out, **FAST)
     records = _read_jsonl(out)
@@ -187,8 +189,12 @@ def test_overlays_mirror_nested_tree(tiny_onnx: Path, tiny_dataset: Path, tmp_pa
     out = tmp_path / "out"
     summary = score_inputs(src, tiny_onnx, out, overlays=True, image_threshold=0.0, **FAST)
     assert summary.errors == 0
-    for rel, ov_rel in (("a/b/part.png", "a/b/part.png.jpg"), ("a/other.png", "a/other.png.jpg"),
-                        ("top.png", "top.png.jpg"), ("a/b/jpeg.jpg.png", "a/b/jpeg.jpg")):
+    for rel, ov_rel in (
+        ("a/b/part.png", "a/b/part.png.jpg"),
+        ("a/other.png", "a/other.png.jpg"),
+        ("top.png", "top.png.jpg"),
+        ("a/b/jpeg.jpg.png", "a/b/jpeg.jpg"),
+    ):
         ov = cv2.imread(str(out / "overlays" / ov_rel), cv2.IMREAD_UNCHANGED)
         mk = cv2.imread(str(out / "masks" / rel), cv2.IMREAD_UNCHANGED)
         assert ov.shape == (64, 64, 3) and mk.shape == (64, 64)
@@ -196,8 +202,9 @@ def test_overlays_mirror_nested_tree(tiny_onnx: Path, tiny_dataset: Path, tmp_pa
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
-def test_cli_returns_documented_exit_code(tiny_onnx: Path, mixed_folder: Path, tiny_dataset: Path,
-                                         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_returns_documented_exit_code(
+    tiny_onnx: Path, mixed_folder: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     base = ["--model", str(tiny_onnx), "--threads", "1", "--quiet"]
     assert main(["score", str(mixed_folder), "--out", str(tmp_path / "a"), *base]) == EXIT_ERRORS
     assert "ERROR" in capsys.readouterr().out
@@ -222,11 +229,13 @@ def test_rows_equal_inspector(tiny_onnx: Path, mixed_folder: Path, tmp_path: Pat
         expected = result_row(rec["path"], ref)
         assert rec["regions"] == [r | {"peak": pytest.approx(r["peak"], abs=1e-6)} for r in expected["regions"]]
         assert {k: v for k, v in rec.items() if k not in ("score", "regions")} == {
-            k: v for k, v in expected.items() if k not in ("score", "regions")}
+            k: v for k, v in expected.items() if k not in ("score", "regions")
+        }
 
 
-def test_interrupt_keeps_finished_rows(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_keeps_finished_rows(
+    tiny_onnx: Path, mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real, calls = batch.chunk_outputs, []
 
     def interrupted(*args, **kwargs):
@@ -272,16 +281,32 @@ def _csv_rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture) -> None:
+def test_overlays_for_failing_parts_only(
+    tiny_onnx: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     src = tiny_dataset / "test"
     probe = score_inputs(src, tiny_onnx, tmp_path / "probe", **FAST)
     scores = sorted(float(r["score"]) for r in _csv_rows(tmp_path / "probe"))
     middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # some parts pass, some fail
     assert probe.scored == len(scores)
     out = tmp_path / "fails"
-    code = main(["score", str(src), "--model", str(tiny_onnx), "--out", str(out), "--threshold", str(middle),
-                 "--overlays", "fails", "--threads", "1", "--quiet"])
+    code = main(
+        [
+            "score",
+            str(src),
+            "--model",
+            str(tiny_onnx),
+            "--out",
+            str(out),
+            "--threshold",
+            str(middle),
+            "--overlays",
+            "fails",
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_DEFECTS
     rows = _csv_rows(out)
     failing = {r["path"] for r in rows if r["verdict"] == "FAIL"}

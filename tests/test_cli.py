@@ -59,8 +59,11 @@ def test_help_explains_every_option():
 
 @pytest.mark.parametrize("kind", ["nonsense"])
 def test_unknown_model_kind_is_rejected(kind, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "anomaly.cli", "train", str(tmp_path), "--out", "x", "--model", kind],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "anomaly.cli", "train", str(tmp_path), "--out", "x", "--model", kind],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 
@@ -70,8 +73,20 @@ def test_labelled_defects_give_f1_thresholds_and_fine_tune_the_head(tiny_dataset
     import json
 
     out = tmp_path / "m"
-    args = ["train", str(tiny_dataset), "--out", str(out), "--image-size", "64", "--epochs", "1", "--quiet",
-            "--defects", str(tiny_dataset), "--fine-tune-head"]
+    args = [
+        "train",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--defects",
+        str(tiny_dataset),
+        "--fine-tune-head",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "F1-optimal thresholds from" in captured.out
@@ -97,13 +112,44 @@ def test_sharpening_terms_reach_training_and_are_recorded(tiny_dataset, tmp_path
     import json
 
     out = tmp_path / "m"
-    args = ["train", str(tiny_dataset), "--out", str(out), "--image-size", "64", "--epochs", "1", "--quiet",
-            "--model", "ae", "--adversarial-weight", "0.05", "--perceptual-weight", "0.5"]
+    args = [
+        "train",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--model",
+        "ae",
+        "--adversarial-weight",
+        "0.05",
+        "--perceptual-weight",
+        "0.5",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "config.json").read_text())["summary"]
     assert summary["adversarial_weight"] == 0.05 and summary["perceptual_weight"] == 0.5
-    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "f"), "--image-size", "64", "--epochs", "1",
-                 "--quiet", "--adversarial-weight", "0.05"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_dataset),
+                "--out",
+                str(tmp_path / "f"),
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--adversarial-weight",
+                "0.05",
+            ]
+        )
+        == 2
+    )
     assert "pixel autoencoders" in capsys.readouterr().err
 
 
@@ -130,7 +176,10 @@ def _train_configs(monkeypatch, tmp_path, option_sets: list[list[str]]) -> list:
 
 def test_train_mirrors_images_only_when_asked(monkeypatch, tmp_path):
     """Flips teach a model that a mirrored (flipped, reversed-print) part is good: opt-in."""
-    seen = [c.augment for c in _train_configs(monkeypatch, tmp_path, [[], ["--hflip"], ["--vflip"], ["--hflip", "--no-augment"]])]
+    seen = [
+        c.augment
+        for c in _train_configs(monkeypatch, tmp_path, [[], ["--hflip"], ["--vflip"], ["--hflip", "--no-augment"]])
+    ]
     assert [(a.hflip, a.vflip) for a in seen] == [(False, False), (True, False), (False, True), (False, False)]
     assert seen[0].rotate_degrees > 0 and seen[-1].rotate_degrees == 0  # the rest of augmentation stays on by default
 
@@ -177,10 +226,12 @@ def test_importing_anomaly_changes_nothing_in_the_process():
     import sys
 
     # (OpenCV's own import sets LD_LIBRARY_PATH, so the inspection side is checked for our variable only)
-    code = ("import os, sys; os.environ.pop('THP_MEM_ALLOC_ENABLE', None); before = dict(os.environ); "
-            "import anomaly, anomaly.cli; assert dict(os.environ) == before; "
-            "import anomaly.inspection.inspector, anomaly.scoring.local; assert 'THP_MEM_ALLOC_ENABLE' not in os.environ; "
-            "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'skimage')], 'heavy import'")
+    code = (
+        "import os, sys; os.environ.pop('THP_MEM_ALLOC_ENABLE', None); before = dict(os.environ); "
+        "import anomaly, anomaly.cli; assert dict(os.environ) == before; "
+        "import anomaly.inspection.inspector, anomaly.scoring.local; assert 'THP_MEM_ALLOC_ENABLE' not in os.environ; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'skimage')], 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -26,11 +26,16 @@ def _tiny_graph(outputs: tuple[str, ...], metadata: dict[str, str], path: Path) 
     from onnx import TensorProto, helper
 
     size = int(metadata["input_size"])
-    nodes = [helper.make_node("ReduceMean", ["image"], ["anomaly_map"], axes=[1], keepdims=1),
-             helper.make_node("ReduceMax", ["anomaly_map"], ["image_score"], axes=[1, 2, 3], keepdims=0)]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["anomaly_map"], axes=[1], keepdims=1),
+        helper.make_node("ReduceMax", ["anomaly_map"], ["image_score"], axes=[1, 2, 3], keepdims=0),
+    ]
     graph = helper.make_graph(
-        nodes, "foreign", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs])
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+    )
     if outputs == ("anomaly_map",):
         graph.node.pop()
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

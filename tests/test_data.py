@@ -28,7 +28,10 @@ def test_mvtec_layout_found_with_masks(tmp_path):
     ds = find_dataset(tmp_path)
     assert ds.is_mvtec and len(ds.train) == 3
     test = find_test_set(tmp_path)
-    assert [(s.defect, s.is_defective, s.mask_path is not None) for s in test] == [("good", False, False), ("scratch", True, True)]
+    assert [(s.defect, s.is_defective, s.mask_path is not None) for s in test] == [
+        ("good", False, False),
+        ("scratch", True, True),
+    ]
     assert load_mask(test[1], (16, 16)).all() and not load_mask(test[0], (16, 16)).any()
 
 
@@ -45,7 +48,10 @@ def test_mvtec_ad2_layout_test_public_with_masks_inside(tmp_path):
     assert ds.is_mvtec and len(ds.train) == 3 and len(ds.validation) == 1
     test = find_test_set(tmp_path)
     assert [(s.path.name, s.defect, s.mask_path is not None) for s in test] == [
-        ("000_regular.png", "bad", True), ("001_overexposed.png", "bad", False), ("000.png", "good", False)]
+        ("000_regular.png", "bad", True),
+        ("001_overexposed.png", "bad", False),
+        ("000.png", "good", False),
+    ]
 
 
 def test_plain_folder_and_errors(tmp_path):
@@ -118,13 +124,47 @@ def test_training_uses_at_most_max_train_images(tmp_path, tiny_dataset, capsys):
 
     pytest.importorskip("torch")
     out = tmp_path / "m"
-    assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
-                 "--quiet", "--max-train-images", "6"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_dataset),
+                "--out",
+                str(out),
+                "--model",
+                "ae",
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--max-train-images",
+                "6",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "config.json").read_text())["summary"]
     assert (s["train_count"] + s["holdout_count"], s["train_available"], s["not_read"]) == (6, 8, 2)
     assert "used a random 6 of the 8 good images" in capsys.readouterr().err
-    assert main(["train", str(tiny_dataset), "--out", str(out), "--model", "ae", "--image-size", "64", "--epochs", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_dataset),
+                "--out",
+                str(out),
+                "--model",
+                "ae",
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "config.json").read_text())["summary"]
     assert s["train_count"] + s["holdout_count"] == 8 and s["not_read"] == 0
     assert "used a random" not in capsys.readouterr().err
@@ -139,11 +179,21 @@ def test_validation_folder_is_capped_at_the_held_out_share(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("validation", 9)):
         for i in range(n):
-            save_image(tmp_path / split / "good" / f"{i:03d}.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32))
+            save_image(
+                tmp_path / split / "good" / f"{i:03d}.png", rng.uniform(0.4, 0.6, (32, 32, 3)).astype(np.float32)
+            )
     cfg = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
-    s = Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=40)).fit(tmp_path, progress=False).summary
+    s = (
+        Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=40))
+        .fit(tmp_path, progress=False)
+        .summary
+    )
     assert (s["train_count"], s["holdout_count"], s["validation_available"], s["not_read"]) == (8, 6, 9, 3)  # 15% of 40
-    s = Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=0)).fit(tmp_path, progress=False).summary
+    s = (
+        Detector(cfg, TrainConfig(epochs=1, batch_size=8, threads=1, max_train_images=0))
+        .fit(tmp_path, progress=False)
+        .summary
+    )
     assert (s["train_count"], s["holdout_count"], s["not_read"]) == (8, 9, 0)
 
 

@@ -41,7 +41,13 @@ def ray_local():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=256 * 1024 * 1024,
+        logging_level="WARNING",
+    )
     try:
         yield ray
     finally:
@@ -75,7 +81,11 @@ def _csv(out: Path) -> list[list[str]]:
 
 
 def _shard_paths(out: Path) -> list[str]:
-    return [p for f in sorted((out / "shards").glob("*.parquet")) for p in pq.read_table(f, columns=["path"])["path"].to_pylist()]
+    return [
+        p
+        for f in sorted((out / "shards").glob("*.parquet"))
+        for p in pq.read_table(f, columns=["path"])["path"].to_pylist()
+    ]
 
 
 def _assert_complete(out: Path, expected: set[str]) -> None:
@@ -122,7 +132,9 @@ def test_ray_rows_identical_to_local(ray_local, tiny_onnx: Path, folder: Path, t
     assert summary.workers == 2
     for sub in ("overlays", "masks"):  # written by the actors, same names and pixels
         files = sorted(p.relative_to(tmp_path / "local" / sub) for p in (tmp_path / "local" / sub).rglob("*.*g"))
-        assert files and files == sorted(p.relative_to(tmp_path / "ray" / sub) for p in (tmp_path / "ray" / sub).rglob("*.*g"))
+        assert files and files == sorted(
+            p.relative_to(tmp_path / "ray" / sub) for p in (tmp_path / "ray" / sub).rglob("*.*g")
+        )
         for f in files:
             assert (tmp_path / "ray" / sub / f).read_bytes() == (tmp_path / "local" / sub / f).read_bytes(), f
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
@@ -199,8 +211,9 @@ def test_adopts_a_folder_started_by_the_local_engine(tiny_onnx: Path, folder: Pa
     assert (out / "results.csv").read_bytes() == before
 
 
-def test_worker_killed_mid_run_loses_and_duplicates_nothing(ray_local, tiny_onnx: Path, folder: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_killed_mid_run_loses_and_duplicates_nothing(
+    ray_local, tiny_onnx: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     score_inputs(folder, tiny_onnx, tmp_path / "local", batch_size=2, threads=1, **QUIET)
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_ENV, str(marker))
@@ -213,11 +226,25 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(ray_local, tiny_onnx
     _assert_same_rows(out, tmp_path / "local")
 
 
-def test_cli_engine_ray_exit_code(ray_local, tiny_onnx: Path, folder: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture) -> None:
+def test_cli_engine_ray_exit_code(
+    ray_local, tiny_onnx: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "out"
-    code = main(["score", str(folder), "--model", str(tiny_onnx), "--out", str(out), "--engine", "ray",
-                 "--workers", "1", "--quiet"])
+    code = main(
+        [
+            "score",
+            str(folder),
+            "--model",
+            str(tiny_onnx),
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_ERRORS
     printed = capsys.readouterr().out
     assert "4 ERROR" in printed and "ray: 1 workers" in printed
@@ -227,8 +254,24 @@ def test_cli_engine_ray_exit_code(ray_local, tiny_onnx: Path, folder: Path, tmp_
     good.mkdir()
     shutil.copy(next(p for p in sorted(folder.rglob("*.png")) if p.name not in BAD_FILES), good / "a.png")
     want = score_inputs(good, tiny_onnx, tmp_path / "good_local", threads=1, **QUIET).exit_code
-    assert main(["score", str(good), "--model", str(tiny_onnx), "--out", str(tmp_path / "good_ray"),
-                 "--engine", "ray", "--workers", "1", "--quiet"]) == want
+    assert (
+        main(
+            [
+                "score",
+                str(good),
+                "--model",
+                str(tiny_onnx),
+                "--out",
+                str(tmp_path / "good_ray"),
+                "--engine",
+                "ray",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == want
+    )
 
 
 def test_module_imports_neither_torch_nor_ray() -> None:
@@ -244,8 +287,9 @@ def test_module_imports_neither_torch_nor_ray() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_missing_ray_is_a_one_line_usage_error(tiny_onnx: Path, folder: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_missing_ray_is_a_one_line_usage_error(
+    tiny_onnx: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     code = main(["score", str(folder), "--model", str(tiny_onnx), "--out", str(tmp_path / "o"), "--engine", "ray"])
     assert code == 2
@@ -255,19 +299,35 @@ def test_missing_ray_is_a_one_line_usage_error(tiny_onnx: Path, folder: Path, tm
 
 def test_shard_round_trip_is_exact(tmp_path: Path) -> None:
     records = [
-        {"path": "a/b.png", "score": 1.234567, "verdict": "FAIL", "image_threshold": 1.0, "pixel_threshold": 0.42,
-         "width": 64, "height": 48, "regions": [{"x": 1, "y": 2, "w": 3, "h": 4, "area": 9, "peak": 2.5}], "error": None},
-        {"path": "bad.png", "score": None, "verdict": "ERROR", "image_threshold": 1.0, "pixel_threshold": 0.42,
-         "width": None, "height": None, "regions": [], "error": "bad.png: not a readable image"},
+        {
+            "path": "a/b.png",
+            "score": 1.234567,
+            "verdict": "FAIL",
+            "image_threshold": 1.0,
+            "pixel_threshold": 0.42,
+            "width": 64,
+            "height": 48,
+            "regions": [{"x": 1, "y": 2, "w": 3, "h": 4, "area": 9, "peak": 2.5}],
+            "error": None,
+        },
+        {
+            "path": "bad.png",
+            "score": None,
+            "verdict": "ERROR",
+            "image_threshold": 1.0,
+            "pixel_threshold": 0.42,
+            "width": None,
+            "height": None,
+            "regions": [],
+            "error": "bad.png: not a readable image",
+        },
     ]
-    run = RunInfo(model="m.onnx", model_sha256="0" * 64, image_threshold=1.0, pixel_threshold=0.42,
-                  input="/in")
+    run = RunInfo(model="m.onnx", model_sha256="0" * 64, image_threshold=1.0, pixel_threshold=0.42, input="/in")
     write_shard(tmp_path / "shards", records, run)
     write_shard(tmp_path / "shards", records[:1], run)  # a duplicate path: the first shard wins
     assert not list((tmp_path / "shards").glob(".*"))  # no temporary file left behind
     assert list(read_shards(tmp_path, run).values()) == records
-    other = RunInfo(model="m.onnx", model_sha256="1" * 64, image_threshold=1.0, pixel_threshold=0.42,
-                    input="/in")
+    other = RunInfo(model="m.onnx", model_sha256="1" * 64, image_threshold=1.0, pixel_threshold=0.42, input="/in")
     with pytest.raises(ValueError, match="different run"):
         read_shards(tmp_path, other)
 
@@ -282,8 +342,16 @@ def test_ray_chunks_write_overlays_for_failing_parts_only(tiny_onnx: Path, tiny_
     everything = score_chunk(inspector, items, [str(x.path) for x in items], 1.0, 0.5, 4)
     scores = sorted(r["score"] for r in everything)
     threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
-    rows = score_chunk(inspector, items, [str(x.path) for x in items], threshold, 0.5 * threshold, 4,
-                       overlays_dir=str(tmp_path), overlays_mode="fails")
+    rows = score_chunk(
+        inspector,
+        items,
+        [str(x.path) for x in items],
+        threshold,
+        0.5 * threshold,
+        4,
+        overlays_dir=str(tmp_path),
+        overlays_mode="fails",
+    )
     failing = {r["path"] for r in rows if r["verdict"] == "FAIL"}
     assert 0 < len(failing) < len(rows)
     assert {str(p.relative_to(tmp_path / "masks")) for p in (tmp_path / "masks").rglob("*.png")} == failing

@@ -13,15 +13,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anomaly.evaluation import metrics
 from anomaly.cli import main
 from anomaly.config import ModelConfig, TrainConfig
-from anomaly.evaluation.datasets import find_test_set, load_mask
-from anomaly.synthetic.defects import DEFECTS
-from anomaly.training.detector import Detector
 from anomaly.errors import ModelFileError
+from anomaly.evaluation import metrics
+from anomaly.evaluation.datasets import find_test_set, load_mask
 from anomaly.inspection.imageio import read_image, save_image
+from anomaly.synthetic.defects import DEFECTS
 from anomaly.synthetic.demo import generate_dataset
+from anomaly.training.detector import Detector
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -99,7 +99,10 @@ def test_save_load_round_trip_gives_identical_scores(trained, dataset):
     assert np.allclose(det.score(images[:4])[1], again.score(images[:4])[1], atol=1e-6)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["model"]["kind"] == det.model_config.kind and saved["calibration"]["image_threshold"] == 1.0
-    assert not any(k.startswith("features.") for k in __import__("safetensors.torch").torch.load_file(str(folder / "model.safetensors")))
+    assert not any(
+        k.startswith("features.")
+        for k in __import__("safetensors.torch").torch.load_file(str(folder / "model.safetensors"))
+    )
 
 
 def test_seed_makes_training_reproducible(dataset):
@@ -110,9 +113,9 @@ def test_seed_makes_training_reproducible(dataset):
 
 
 def test_export_parity_on_real_images(trained, dataset, tmp_path):
+    from anomaly.inspection.inspector import Inspector
     from anomaly.training.export import export_onnx
     from anomaly.training.parity import check_parity
-    from anomaly.inspection.inspector import Inspector
 
     det, _ = trained
     path = export_onnx(det, tmp_path / "m.onnx")
@@ -124,8 +127,17 @@ def test_export_parity_on_real_images(trained, dataset, tmp_path):
     torch_scores = det.score(images)[1]
     assert np.array_equal(onnx_scores >= 1.0, torch_scores >= 1.0)
     meta = inspector.info.metadata
-    for key in ("input_size", "channel_order", "value_range", "image_threshold", "pixel_threshold", "model_kind",
-                "train_count", "project_version", "created"):
+    for key in (
+        "input_size",
+        "channel_order",
+        "value_range",
+        "image_threshold",
+        "pixel_threshold",
+        "model_kind",
+        "train_count",
+        "project_version",
+        "created",
+    ):
         assert meta[key], key
     assert meta["channel_order"] == "RGB" and int(meta["input_size"]) == SIZE
     import onnx
@@ -148,7 +160,12 @@ def test_evaluate_cli_folder_and_onnx_agree(trained, dataset, tmp_path):
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(folder), "--out", str(onnx_path)]) == 0
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
-    assert main(["evaluate", str(folder), str(dataset), "--json", str(out_a), "--report", str(tmp_path / "rep"), "--quiet"]) == 0
+    assert (
+        main(
+            ["evaluate", str(folder), str(dataset), "--json", str(out_a), "--report", str(tmp_path / "rep"), "--quiet"]
+        )
+        == 0
+    )
     assert main(["evaluate", str(onnx_path), str(dataset), "--json", str(out_b), "--quiet"]) == 0
     a, b = json.loads(out_a.read_text()), json.loads(out_b.read_text())
     for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1"):
@@ -170,4 +187,6 @@ def test_synthetic_defects_give_f1_thresholds(trained, tmp_path):
 
     model = onnx.load(str(export_onnx(det, tmp_path / "m.onnx")), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["f1_source"] == "synthetic" and float(meta["image_threshold_f1"]) == pytest.approx(cal.image_threshold_f1)
+    assert meta["f1_source"] == "synthetic" and float(meta["image_threshold_f1"]) == pytest.approx(
+        cal.image_threshold_f1
+    )

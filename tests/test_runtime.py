@@ -8,13 +8,13 @@ import pytest
 
 from anomaly.errors import ModelFileError
 from anomaly.inspection.imageio import list_images, read_image
-from anomaly.inspection.regions import defect_mask, find_regions, mask_and_regions
 from anomaly.inspection.inspector import Inspector
+from anomaly.inspection.regions import defect_mask, find_regions, mask_and_regions
 
 
 def test_hysteresis_regions_need_a_strong_pixel():
     heat = np.zeros((40, 40), np.float32)
-    heat[5:10, 5:10] = 0.6   # weak blob: above pixel threshold only
+    heat[5:10, 5:10] = 0.6  # weak blob: above pixel threshold only
     heat[20:30, 20:30] = 0.6  # blob with a strong peak
     heat[25, 25] = 1.5
     mask = defect_mask(heat, image_threshold=1.0, pixel_threshold=0.5)
@@ -75,9 +75,12 @@ def test_foreign_onnx_without_metadata_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ModelFileError, match="foreign.onnx: not an anomaly inspection model"):

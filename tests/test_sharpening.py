@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig
+from anomaly.training.fit import train
 from anomaly.training.model import InspectionModule, gaussian_kernel1d, separable_blur
 from anomaly.training.sharpening import PatchAdversary, PerceptualLoss
-from anomaly.training.fit import train
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -45,8 +45,13 @@ def test_perceptual_loss_passes_gradients_to_the_reconstruction_only():
 def test_feature_models_refuse_the_terms(term: str):
     module = InspectionModule(ModelConfig(image_size=64))
     with pytest.raises(ValueError, match="pixel autoencoders"):
-        train(module, [np.zeros((64, 64, 3), np.float32)] * 2, [np.zeros((64, 64, 3), np.float32)],
-              TrainConfig(epochs=1, **{term: 1.0}), progress=False)
+        train(
+            module,
+            [np.zeros((64, 64, 3), np.float32)] * 2,
+            [np.zeros((64, 64, 3), np.float32)],
+            TrainConfig(epochs=1, **{term: 1.0}),
+            progress=False,
+        )
 
 
 def _sharp_and_blurred(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,12 +100,15 @@ def test_the_adversarial_term_steps_the_discriminator_and_passes_gradients_to_th
 @pytest.mark.parametrize("name", ["perceptual", "adversarial"])
 def test_training_with_a_term_keeps_the_exported_module_unchanged(name: str):
     rng = np.random.default_rng(0)
-    images = [np.clip(_edges()[0].numpy().transpose(1, 2, 0) + rng.normal(0, 0.02, (64, 64, 3)), 0, 1).astype(np.float32)
-              for _ in range(6)]
+    images = [
+        np.clip(_edges()[0].numpy().transpose(1, 2, 0) + rng.normal(0, 0.02, (64, 64, 3)), 0, 1).astype(np.float32)
+        for _ in range(6)
+    ]
     mc = ModelConfig(kind="ae", image_size=64, base_channels=8, latent_channels=4)
     module = InspectionModule(mc)
-    history = train(module, images[:4], images[4:], TrainConfig(epochs=2, batch_size=4, **{f"{name}_weight": 0.1}),
-                    progress=False)
+    history = train(
+        module, images[:4], images[4:], TrainConfig(epochs=2, batch_size=4, **{f"{name}_weight": 0.1}), progress=False
+    )
     assert len(history.train_loss) == 2 and all(np.isfinite(history.train_loss))
     # the backbone and the discriminator are training aids: the module (and so the ONNX
     # graph) holds the same tensors as an untrained one

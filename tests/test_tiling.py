@@ -36,7 +36,9 @@ def _strips(folder, count):
 def strip_model(tmp_path_factory):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("strips")
-    washers = generate_dataset(root / "washers", seed=3, category="washer", size=SIZE, n_train=60, n_test_good=2, n_per_defect=1)
+    washers = generate_dataset(
+        root / "washers", seed=3, category="washer", size=SIZE, n_train=60, n_test_good=2, n_per_defect=1
+    )
     strips = _strips(washers, 20)
     train_dir = root / "train"
     for i, s in enumerate(strips[:16]):
@@ -47,7 +49,9 @@ def strip_model(tmp_path_factory):
     good = strips[16:]
     bad = strips[16].copy()
     right = bad[:, 2 * SIZE :]
-    painted, mask = DEFECTS["missing_material"](right, np.random.default_rng(0), scale=0.3, region=right.mean(axis=2) > 0.25)
+    painted, mask = DEFECTS["missing_material"](
+        right, np.random.default_rng(0), scale=0.3, region=right.mean(axis=2) > 0.25
+    )
     bad[:, 2 * SIZE :] = painted
     return det, onnx_path, good, bad, root
 

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig
 from anomaly.synthetic.defects import DefectSettings
-from anomaly.training.model import InspectionModule
 from anomaly.training.fit import build_feature_bank, feature_copies, train, train_segmentation_head
+from anomaly.training.model import InspectionModule
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -30,8 +30,14 @@ def test_bank_rows_pair_painted_inputs_with_their_clean_targets():
     module = InspectionModule(ModelConfig(image_size=64, segmentation_head=True))
     images = _images(6)
     cfg = TrainConfig(epochs=2, batch_size=4, feature_copies=2)
-    bank = build_feature_bank(module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.1, 0.3)),
-                              np.random.default_rng(1), progress=False)
+    bank = build_feature_bank(
+        module,
+        images,
+        cfg,
+        DefectSettings(probability=0.5, scale_range=(0.1, 0.3)),
+        np.random.default_rng(1),
+        progress=False,
+    )
     n = len(bank.targets)
     assert bank.inputs.dtype == torch.float16 and bank.inputs.shape[0] == n == bank.masks.shape[0]
     clean = bank.targets == torch.arange(n)
@@ -58,8 +64,11 @@ def test_head_learns_to_point_at_painted_defects(sees_features):
     cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=4, head_epochs=30, learning_rate=3e-3)
     rng = np.random.default_rng(0)
     from anomaly.training.fit import feature_statistics
+
     feature_statistics(module, images, 8)
-    bank = build_feature_bank(module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.15, 0.3)), rng, progress=False)
+    bank = build_feature_bank(
+        module, images, cfg, DefectSettings(probability=0.5, scale_range=(0.15, 0.3)), rng, progress=False
+    )
     losses = train_segmentation_head(module, bank, cfg, rng, progress=False)
     assert losses[-1] < losses[0]
     f, _, mask = bank.batch(np.arange(len(bank.targets)))
@@ -76,6 +85,7 @@ def test_head_scales_residual_and_needs_synthetic_defects():
     assert bool(((p >= 0) & (p <= 1)).all())
     blurred = module.raw_map(x)
     from anomaly.training.model import separable_blur
+
     assert torch.allclose(blurred, separable_blur(r * (1 + p), module.smooth_kernel), atol=1e-6)
     with pytest.raises(ValueError, match="synthetic"):
         train(module, _images(4), _images(2), TrainConfig(epochs=1, synthetic_fraction=0.0), progress=False)
@@ -129,8 +139,8 @@ def test_fine_tuning_needs_a_head():
 
 
 def test_augment_pair_moves_the_mask_with_the_image():
-    from anomaly.training.augment import augment_pair
     from anomaly.config import AugmentConfig
+    from anomaly.training.augment import augment_pair
 
     img = np.zeros((64, 64, 3), np.float32)
     img[10:20, 40:50] = 1.0
@@ -150,6 +160,7 @@ def test_memory_distance_is_added_in_units_of_each_alarm_level():
     x = torch.rand(2, 3, 64, 64)
     r, p, d = module.feature_components(x)
     from anomaly.training.model import separable_blur
+
     want = separable_blur(r * (1 + p) / 2.0 + d / 5.0, module.smooth_kernel)
     assert torch.allclose(module.raw_map(x), want, atol=1e-5)
     assert float(d.min()) > 0  # random memory: every patch is some distance away
@@ -195,9 +206,14 @@ def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path)
     from anomaly.training.parity import check_parity
 
     cfg = ModelConfig(image_size=64, head_sees_features=True, memory_size=64)
-    det = Detector(cfg, TrainConfig(epochs=1, batch_size=8, feature_copies=2, head_epochs=1)).fit(tiny_dataset, progress=False)
+    det = Detector(cfg, TrainConfig(epochs=1, batch_size=8, feature_copies=2, head_epochs=1)).fit(
+        tiny_dataset, progress=False
+    )
     loaded = Detector.load(det.save(tmp_path / "model"))
-    assert loaded.model_config.head_sees_features and loaded.module.head.net[0].in_channels == 2 * loaded.module.features.channels
+    assert (
+        loaded.model_config.head_sees_features
+        and loaded.module.head.net[0].in_channels == 2 * loaded.module.features.channels
+    )
     images = _images(3)
     assert np.allclose(loaded.score(images)[1], det.score(images)[1])
     diff, same = check_parity(loaded, export_onnx(loaded, tmp_path / "m.onnx"), images)
@@ -208,6 +224,7 @@ def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path)
 def test_epoch_rows_are_capped(monkeypatch, cap, per_epoch):
     """Past max_epoch_rows, more training images do not make an epoch longer."""
     from anomaly.training import fit as train_module
+
     drawn: list[int] = []
     original = train_module.FeatureBank.batch
 

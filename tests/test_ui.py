@@ -55,9 +55,12 @@ def picks() -> dict:
     assert bad_scores[k_bad] + 0.05 <= 3.0 * ins.image_threshold
     assert good_scores[k_good] < ins.image_threshold, "the model passes none of the good samples"
     return {
-        "bad": bad[k_bad], "bad_score": float(bad_scores[k_bad]),
-        "good": good[k_good], "good_score": float(good_scores[k_good]),
-        "threshold": float(ins.image_threshold), "info": ins.info.summary(),
+        "bad": bad[k_bad],
+        "bad_score": float(bad_scores[k_bad]),
+        "good": good[k_good],
+        "good_score": float(good_scores[k_good]),
+        "threshold": float(ins.image_threshold),
+        "info": ins.info.summary(),
     }
 
 
@@ -104,7 +107,9 @@ def test_default_model_loads_with_metadata(picks):
 
 def test_defect_fails_and_good_passes(picks):
     at = start()
-    at.file_uploader(key="image_uploader").set_value([upload(picks["bad"], "defect.png"), upload(picks["good"], "good.png")])
+    at.file_uploader(key="image_uploader").set_value(
+        [upload(picks["bad"], "defect.png"), upload(picks["good"], "good.png")]
+    )
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert cards(at) == {"defect.png": "FAIL", "good.png": "PASS"}
@@ -128,7 +133,9 @@ def test_sample_button_loads_examples():
 
 def test_threshold_slider_flips_verdict_and_reset(picks):
     at = start()
-    at.file_uploader(key="image_uploader").set_value([upload(picks["bad"], "defect.png"), upload(picks["good"], "good.png")])
+    at.file_uploader(key="image_uploader").set_value(
+        [upload(picks["bad"], "defect.png"), upload(picks["good"], "good.png")]
+    )
     at.run()
     assert cards(at)["defect.png"] == "FAIL"
     at.sidebar.slider(key="threshold").set_value(round(picks["bad_score"] + 0.05, 2)).run()
@@ -146,8 +153,12 @@ def test_threshold_slider_flips_verdict_and_reset(picks):
 def test_corrupt_upload_shows_error_card_and_others_proceed(picks):
     at = start()
     at.file_uploader(key="image_uploader").set_value(
-        [("broken.png", b"\x89PNG\r\n\x1a\n this is not an image", "image/png"), upload(picks["bad"], "defect.png"),
-         ("notes.txt", b"hello", "text/plain")])
+        [
+            ("broken.png", b"\x89PNG\r\n\x1a\n this is not an image", "image/png"),
+            upload(picks["bad"], "defect.png"),
+            ("notes.txt", b"hello", "text/plain"),
+        ]
+    )
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.main.error]
@@ -162,7 +173,9 @@ def test_extra_inputs_hook_and_bad_model_upload(picks):
     at.session_state["extra_inputs"] = [("hooked.png", picks["good"].read_bytes())]
     at.run()
     assert cards(at) == {"hooked.png": "PASS"}
-    at.sidebar.file_uploader(key="model_upload").set_value(("broken.onnx", b"not a model at all", "application/octet-stream"))
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("broken.onnx", b"not a model at all", "application/octet-stream")
+    )
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("broken.onnx" in e.value for e in at.sidebar.error)
@@ -221,12 +234,15 @@ def make_scored_folder(tmp: Path, picks) -> Path:
     out = tmp / "scored"
     (out / "overlays" / "crack").mkdir(parents=True)
     header = ["path", "score", "verdict", "regions", "largest_region_area", "error"]
-    rows = [dict(zip(header, r)) for r in [
-        ("good/000.png", "0.500000", "PASS", "0", "0", ""),
-        ("crack/001.png", "1.200000", "FAIL", "1", "150", ""),
-        ("broken.png", "", "ERROR", "0", "0", "broken.png: not a readable image (corrupt or unsupported format)"),
-        ("dent/001.png", "1.500000", "FAIL", "2", "90", ""),
-    ]]
+    rows = [
+        dict(zip(header, r))
+        for r in [
+            ("good/000.png", "0.500000", "PASS", "0", "0", ""),
+            ("crack/001.png", "1.200000", "FAIL", "1", "150", ""),
+            ("broken.png", "", "ERROR", "0", "0", "broken.png: not a readable image (corrupt or unsupported format)"),
+            ("dent/001.png", "1.500000", "FAIL", "2", "90", ""),
+        ]
+    ]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -273,11 +289,18 @@ def test_dashboard_does_not_import_torch():
     forbidden = ("torch", "anomaly.training")
     for path in (APP, *sorted((ROOT / "anomaly" / "ui").glob("*.py"))):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not [n for n in names if n.startswith(forbidden)], (path, names)
-    code = ("import sys; import anomaly.ui.logic, anomaly.ui.review, anomaly.ui.feedback, anomaly.ui.report; "
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys; import anomaly.ui.logic, anomaly.ui.review, anomaly.ui.feedback, anomaly.ui.report; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
@@ -292,7 +315,8 @@ def test_review_reads_empty_numbers_and_overlay_names(tmp_path):
         "x/bad.png,,ERROR,,,x/bad.png: not a readable image (corrupt or unsupported format)\n"
         "a.jpg,1.5,FAIL,1,40,\n"
         "b.png,1.2,FAIL,1,10,\n"
-        "c.bmp,1.1,FAIL,1,10,\n")
+        "c.bmp,1.1,FAIL,1,10,\n"
+    )
     (tmp_path / "overlays" / "a.jpg").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())
     (tmp_path / "overlays" / "a.png").write_bytes(b"another image's overlay")
     (tmp_path / "overlays" / "b.png.jpg").write_bytes((SAMPLES / "crack" / "001.png").read_bytes())

@@ -27,8 +27,15 @@ MODEL = ROOT / "models" / "default.onnx"
 SAMPLES = ROOT / "sample_images" / "washer" / "test"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", ROOT / "test-artifacts"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -68,9 +75,25 @@ def server():
     shutil.rmtree(FEEDBACK, ignore_errors=True)
     log = open(ARTIFACTS / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"), "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", "ANOMALY_FEEDBACK_DIR": str(FEEDBACK)},
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "ui" / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "localhost",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "ANOMALY_FEEDBACK_DIR": str(FEEDBACK)},
     )
     url = f"http://localhost:{port}"
     try:
@@ -114,7 +137,8 @@ def test_upload_defect_shows_fail_and_heatmap(server):
             heat.first.wait_for(state="visible", timeout=30_000)
             page.wait_for_function(
                 "() => { const i = document.querySelector('img[alt^=\"Heatmap\"]'); return i && i.complete && i.naturalWidth > 0; }",
-                timeout=30_000)
+                timeout=30_000,
+            )
             assert page.get_by_text("Heatmap + defect outlines").first.is_visible()
             assert page.locator(".verdict-error").count() == 0
             page.wait_for_timeout(500)  # let the layout settle for the screenshot
@@ -147,9 +171,27 @@ def scored_folder(tmp: Path) -> Path:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(SAMPLES / rel, src / rel)
     out = tmp / "scored"
-    done = subprocess.run([sys.executable, "-m", "anomaly", "score", str(src), "--model", str(MODEL), "--out", str(out),
-                           "--overlays", "all", "--quiet", "--threads", "1"], cwd=ROOT, timeout=300,
-                          stdout=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anomaly",
+            "score",
+            str(src),
+            "--model",
+            str(MODEL),
+            "--out",
+            str(out),
+            "--overlays",
+            "all",
+            "--quiet",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        timeout=300,
+        stdout=subprocess.DEVNULL,
+    )
     assert done.returncode in (0, 1), done.returncode  # 1: some parts failed, as they should
     return out
 
@@ -229,14 +271,18 @@ def test_inspector_session_end_to_end(server, tmp_path):
                 overruled.append(title)
                 page.keyboard.press("ArrowRight")
                 page.wait_for_function(
-                    "t => document.querySelector('.st-key-review_card .card-title')?.innerText !== t", arg=title,
-                    timeout=30_000)
+                    "t => document.querySelector('.st-key-review_card .card-title')?.innerText !== t",
+                    arg=title,
+                    timeout=30_000,
+                )
                 settle(page)
             assert overruled[0] == first_title and len(set(overruled)) == 2
             page.keyboard.press("ArrowLeft")
             page.wait_for_function(
-                "t => document.querySelector('.st-key-review_card .card-title')?.innerText === t", arg=overruled[1],
-                timeout=30_000)
+                "t => document.querySelector('.st-key-review_card .card-title')?.innerText === t",
+                arg=overruled[1],
+                timeout=30_000,
+            )
             settle(page)
             assert "overruled" in card.locator(".decision").inner_text()
             recs = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]

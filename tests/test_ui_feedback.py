@@ -27,7 +27,9 @@ needs_model = pytest.mark.skipif(not MODEL.is_file(), reason="models/default.onn
 
 
 def png(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]) if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb)[1].tobytes()
+    return cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]) if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb)[
+        1
+    ].tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +57,16 @@ def test_empty_truncated_and_non_image_files_get_distinct_messages(inspector):
     good = (SAMPLES / "good" / "000.png").read_bytes()
     jpeg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES / "good" / "000.png")))[1].tobytes()
     assert read_problem("ok.png", good) is None and read_problem("ok.jpg", jpeg) is None
-    items = inspect_files(inspector, [("empty.png", b""), ("cut.png", good[: len(good) // 2]),
-                                      ("cut.jpg", jpeg[:-200]), ("notes.png", b"hello, not a picture"),
-                                      ("ok.png", good)])
+    items = inspect_files(
+        inspector,
+        [
+            ("empty.png", b""),
+            ("cut.png", good[: len(good) // 2]),
+            ("cut.jpg", jpeg[:-200]),
+            ("notes.png", b"hello, not a picture"),
+            ("ok.png", good),
+        ],
+    )
     errors = {it.name: it.error for it in items}
     assert "empty file (0 bytes)" in errors["empty.png"]
     assert "truncated PNG" in errors["cut.png"] and "truncated JPEG" in errors["cut.jpg"]
@@ -130,7 +139,9 @@ def test_decisions_append_resume_undo_and_survive_a_cut_line(tmp_path):
     with open(store.path, "a") as f:
         f.write('{"key": "k4", "decis')  # a crash mid-line
     again = DecisionStore(tmp_path).load()  # a new session resumes
-    assert set(again) == {"k1", "k2"} and again["k1"]["decision"] == "defect" and again["k1"]["model_digest"] == "abc123"
+    assert (
+        set(again) == {"k1", "k2"} and again["k1"]["decision"] == "defect" and again["k1"]["model_digest"] == "abc123"
+    )
     assert counts(again) == {"defect": 1, "good": 1, "unsure": 0, "overruled": 0}
     assert len(store.path.read_text().splitlines()) == 6, "append-only"
     with pytest.raises(ValueError):
@@ -149,18 +160,30 @@ def test_labelled_export_is_read_by_the_trainer_and_evaluator(tmp_path):
     store = DecisionStore(tmp_path / "run")
     kw = dict(threshold=1.0, model="m.onnx", model_digest="abc")
     images = {}
-    for key, rel, decision in [("a", "crack/001.png", "defect"), ("b", "dent/001.png", "defect"),
-                               ("c", "good/000.png", "good"), ("d", "good/001.png", "unsure")]:
+    for key, rel, decision in [
+        ("a", "crack/001.png", "defect"),
+        ("b", "dent/001.png", "defect"),
+        ("c", "good/000.png", "good"),
+        ("d", "good/001.png", "unsure"),
+    ]:
         store.record(key, rel, decision, verdict="FAIL", score=1.2, **kw)
         images[key] = (SAMPLES / rel).read_bytes()
     with zipfile.ZipFile(io.BytesIO(labelled_zip(store.load(), images, name="lab"))) as zf:
         names = set(zf.namelist())
         zf.extractall(tmp_path / "out")
-    assert {"lab/test/defect/crack__001.png", "lab/test/defect/dent__001.png", "lab/test/good/good__000.png",
-            "lab/decisions.jsonl", "lab/manifest.csv"} == names
+    assert {
+        "lab/test/defect/crack__001.png",
+        "lab/test/defect/dent__001.png",
+        "lab/test/good/good__000.png",
+        "lab/decisions.jsonl",
+        "lab/manifest.csv",
+    } == names
     samples = find_test_set(tmp_path / "out" / "lab")
     assert sorted((s.defect, s.path.name) for s in samples) == [
-        ("defect", "crack__001.png"), ("defect", "dent__001.png"), ("good", "good__000.png")]
+        ("defect", "crack__001.png"),
+        ("defect", "dent__001.png"),
+        ("good", "good__000.png"),
+    ]
     labelled = Detector(ModelConfig())._load_labelled(tmp_path / "out" / "lab")
     assert sorted((d, m is None) for _, d, m in labelled) == [(False, False), (True, True), (True, True)]
 
@@ -179,10 +202,25 @@ def test_html_report_has_facts_histogram_and_every_failure():
     from anomaly.ui.report import ReportPart, html_report
 
     pic = np.zeros((600, 800, 3), np.uint8)
-    parts = [ReportPart(f"crack/00{i}.png", 1.2 + i, [("Original", pic), ("Heatmap", pic), ("Outline", pic)],
-                        [{"x": 1, "y": 2}], "defect" if i else "", "scuff" if i else "") for i in range(2)]
-    page = html_report("Report", [("Model digest", "f00dfeed"), ("Threshold", "0.550"), ("Date", "2026-01-02")],
-                       [0.2, 1.2, 2.2, float("nan")], ["PASS", "FAIL", "FAIL", "ERROR"], 0.55, parts).decode()
+    parts = [
+        ReportPart(
+            f"crack/00{i}.png",
+            1.2 + i,
+            [("Original", pic), ("Heatmap", pic), ("Outline", pic)],
+            [{"x": 1, "y": 2}],
+            "defect" if i else "",
+            "scuff" if i else "",
+        )
+        for i in range(2)
+    ]
+    page = html_report(
+        "Report",
+        [("Model digest", "f00dfeed"), ("Threshold", "0.550"), ("Date", "2026-01-02")],
+        [0.2, 1.2, 2.2, float("nan")],
+        ["PASS", "FAIL", "FAIL", "ERROR"],
+        0.55,
+        parts,
+    ).decode()
     assert "f00dfeed" in page and "0.550" in page and "2026-01-02" in page and "<svg" in page
     assert page.count("data:image/jpeg;base64,") == 6 and "crack/001.png" in page and "scuff" in page
     assert "1 unreadable" in page and "2 FAIL" in page
@@ -212,11 +250,21 @@ def test_inspect_and_review_decisions_are_saved(tmp_path, monkeypatch):
     # Review: overrule a FAIL
     out = tmp_path / "scored"
     (out / "overlays").mkdir(parents=True)
-    (out / "results.csv").write_text("path,score,verdict,regions,largest_region_area,error\n"
-                                     "crack/001.png,1.5,FAIL,1,90,\ngood/000.png,0.4,PASS,0,0,\n")
-    (out / "results.jsonl").write_text(json.dumps({"path": "crack/001.png", "score": 1.5, "verdict": "FAIL",
-                                                   "regions": [{"x": 10, "y": 20, "width": 30, "height": 40,
-                                                                "area": 900, "peak": 1.5}]}) + "\n")
+    (out / "results.csv").write_text(
+        "path,score,verdict,regions,largest_region_area,error\n"
+        "crack/001.png,1.5,FAIL,1,90,\ngood/000.png,0.4,PASS,0,0,\n"
+    )
+    (out / "results.jsonl").write_text(
+        json.dumps(
+            {
+                "path": "crack/001.png",
+                "score": 1.5,
+                "verdict": "FAIL",
+                "regions": [{"x": 10, "y": 20, "width": 30, "height": 40, "area": 900, "peak": 1.5}],
+            }
+        )
+        + "\n"
+    )
     (out / "run.json").write_text(json.dumps({"input": str(SAMPLES), "image_threshold": 1.0, "model": str(MODEL)}))
     at.text_input(key="review_folder").input(str(out)).run()
     assert any("10, 20" in m.value and "Position (x, y)" in m.value for m in at.main.markdown)

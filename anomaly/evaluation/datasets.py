@@ -106,8 +106,10 @@ def find_dataset(root: str | Path) -> Dataset:
         if validation_dir.is_dir():
             validation = list_images(validation_dir)
             if not validation:
-                raise DatasetError(f"{validation_dir}: no images found (looked for .png .jpg .jpeg .bmp .tif .tiff); "
-                                   "remove the empty folder to hold out part of train/good instead")
+                raise DatasetError(
+                    f"{validation_dir}: no images found (looked for .png .jpg .jpeg .bmp .tif .tiff); "
+                    "remove the empty folder to hold out part of train/good instead"
+                )
     else:
         train, test = list_images(root), []
     if not train:
@@ -133,9 +135,7 @@ def split_holdout(paths: list[Path], fraction: float, minimum: int, seed: int) -
     """Deterministic split into (fit, holdout); the holdout calibrates thresholds and
     stops training early, so it must never be trained on."""
     if len(paths) < minimum + 2:
-        raise DatasetError(
-            f"need at least {minimum + 2} good images to train and calibrate, found {len(paths)}"
-        )
+        raise DatasetError(f"need at least {minimum + 2} good images to train and calibrate, found {len(paths)}")
     n_hold = max(minimum, int(round(len(paths) * fraction)))
     order = np.random.default_rng(seed).permutation(len(paths))
     hold = sorted(paths[i] for i in order[:n_hold])

@@ -44,12 +44,16 @@ def check_size(height: int, width: int, name: str) -> None:
     if height < MIN_SIDE or width < MIN_SIDE:
         raise ImageReadError(f"{name}: image is too small ({width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE})")
     if height * width > MAX_IMAGE_PIXELS:
-        raise ImageReadError(f"{name}: image is too large ({width}x{height} pixels; at most "
-                             f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels, see docs/limits.md)")
+        raise ImageReadError(
+            f"{name}: image is too large ({width}x{height} pixels; at most "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels, see docs/limits.md)"
+        )
 
 
-ACCEPTED_ARRAYS = ("an array of shape (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, channels last, "
-                   "of dtype uint8 (0-255), uint16 (0-65535) or float32/float64 (0-1)")
+ACCEPTED_ARRAYS = (
+    "an array of shape (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, channels last, "
+    "of dtype uint8 (0-255), uint16 (0-65535) or float32/float64 (0-1)"
+)
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
@@ -58,8 +62,10 @@ def _check_array(raw: object, name: str) -> np.ndarray:
     the accepted forms instead of an error from deep inside numpy or OpenCV."""
     if not isinstance(raw, np.ndarray):
         hint = " (cv2.imread returns None for a file it cannot read)" if raw is None else ""
-        raise ImageReadError(f"{name}: not an image array but {type(raw).__name__}{hint}; expected {ACCEPTED_ARRAYS}, "
-                             "or a path to an image file")
+        raise ImageReadError(
+            f"{name}: not an image array but {type(raw).__name__}{hint}; expected {ACCEPTED_ARRAYS}, "
+            "or a path to an image file"
+        )
     if raw.dtype not in _DTYPES:
         raise ImageReadError(f"{name}: unsupported pixel type {raw.dtype}; expected {ACCEPTED_ARRAYS}")
     if raw.ndim not in (2, 3) or (raw.ndim == 3 and raw.shape[2] not in (1, 3, 4)):
@@ -88,7 +94,14 @@ def _to_internal(raw: object, name: str, bgr: bool) -> np.ndarray:
         img = raw.astype(np.float32) * np.float32(1.0 / 255.0)
     elif raw.dtype == np.uint16:
         img = raw.astype(np.float32) * np.float32(1.0 / 65535.0)
-    elif raw.dtype == np.float32 and raw.ndim == 3 and raw.shape[2] == 3 and not bgr and raw.min() >= 0 and raw.max() <= 1:
+    elif (
+        raw.dtype == np.float32
+        and raw.ndim == 3
+        and raw.shape[2] == 3
+        and not bgr
+        and raw.min() >= 0
+        and raw.max() <= 1
+    ):
         return raw  # already the internal form: no copy of a large image
     else:
         img = np.clip(raw.astype(np.float32), 0.0, 1.0)
@@ -165,8 +178,11 @@ def header_info(data: bytes) -> tuple[int, int, int] | None:
         size = _jpeg_size(data)
         return None if size is None else (*size, 1)
     if data[:2] == b"BM" and len(data) >= 26:
-        return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(
-            int.from_bytes(data[22:26], "little", signed=True)), 1
+        return (
+            abs(int.from_bytes(data[18:22], "little", signed=True)),
+            abs(int.from_bytes(data[22:26], "little", signed=True)),
+            1,
+        )
     return _tiff_info(data)
 
 
@@ -178,8 +194,9 @@ def check_header(data: bytes, name: str) -> None:
         return
     width, height, pages = info
     if pages > 1:
-        raise ImageReadError(f"{name}: a TIFF with {pages} pages; only single-page images are inspected "
-                             "(split the pages into files)")
+        raise ImageReadError(
+            f"{name}: a TIFF with {pages} pages; only single-page images are inspected (split the pages into files)"
+        )
     if width > 0 and height > 0:  # a zero is a header OpenCV will refuse on its own
         check_size(height, width, name)
 
@@ -227,7 +244,13 @@ def _why_not_a_file(path: Path) -> str:
     """Why a listed path cannot be read as a file, in words: a broken or looping
     symbolic link is named as such, so its ERROR row tells what to fix."""
     if not path.is_symlink():
-        return "no such file" if not path.exists() else "a folder, not an image file" if path.is_dir() else "not a regular file"
+        return (
+            "no such file"
+            if not path.exists()
+            else "a folder, not an image file"
+            if path.is_dir()
+            else "not a regular file"
+        )
     try:
         path.resolve(strict=True)
     except RuntimeError:  # Python < 3.13 reports a loop so
@@ -255,8 +278,9 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     an ERROR row rather than vanish."""
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern)
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink()))
+    return sorted(
+        p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
+    )
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -61,7 +61,8 @@ class Placement:
         image was, zero in the padding: the counterpart of `Tiling.cut`."""
         square = np.zeros((self.size, self.size), np.float32)
         square[self.top : self.top + self.content_h, self.left : self.left + self.content_w] = _resize(
-            plane.astype(np.float32, copy=False), self.content_w, self.content_h)
+            plane.astype(np.float32, copy=False), self.content_w, self.content_h
+        )
         return [square]
 
     def content(self, maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -163,8 +164,10 @@ def check_views(tiling: Tiling) -> None:
     """Refuse an image that would need more than MAX_VIEWS tiles (a very long strip),
     before its frame is resized: its work and memory would grow with its aspect ratio."""
     if tiling.views > MAX_VIEWS:
-        raise ImageReadError(f"image of {tiling.original_w}x{tiling.original_h} pixels would need {tiling.views} tiles; "
-                             f"at most {MAX_VIEWS} per image (see docs/limits.md): crop it into shorter pieces")
+        raise ImageReadError(
+            f"image of {tiling.original_w}x{tiling.original_h} pixels would need {tiling.views} tiles; "
+            f"at most {MAX_VIEWS} per image (see docs/limits.md): crop it into shorter pieces"
+        )
 
 
 def uses_tiles(h: int, w: int, mode: str, tiles: int = 1) -> bool:
@@ -190,8 +193,9 @@ def letterbox_shape(h: int, w: int, size: int) -> tuple[int, int]:
     return max(1, round_ratio(h * size, long)), max(1, round_ratio(w * size, long))
 
 
-def limit_detail(image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1,
-                 factor: float = 4.0) -> np.ndarray:
+def limit_detail(
+    image: np.ndarray, size: int, mode: str = "letterbox", tiles: int = 1, factor: float = 4.0
+) -> np.ndarray:
     """The image area-averaged down to at most `factor` times the pixels per side that the
     model sees of it (`working_shape`); smaller images are returned as they are. For
     images kept whole while training (the held-out ones, painted with synthetic defects
@@ -264,9 +268,7 @@ def fit_to_square(image: np.ndarray, size: int, mode: FitMode = "letterbox") -> 
         interp = cv2.INTER_AREA if (ch < h or cw < w) else cv2.INTER_LINEAR
         content = cv2.resize(image, (cw, ch), interpolation=interp)
     if (ch, cw) != (size, size):
-        content = cv2.copyMakeBorder(
-            content, top, size - ch - top, left, size - cw - left, cv2.BORDER_REPLICATE
-        )
+        content = cv2.copyMakeBorder(content, top, size - ch - top, left, size - cw - left, cv2.BORDER_REPLICATE)
     return content.astype(np.float32, copy=False), Placement(h, w, size, top, left, ch, cw)
 
 
@@ -298,7 +300,9 @@ def call_groups(views: Sequence[int], batch_size: int) -> list[range]:
     return groups
 
 
-def to_batch(images: Iterable[np.ndarray], size: int, mode: str = "letterbox", tiles: int = 1) -> tuple[np.ndarray, list[Layout]]:
+def to_batch(
+    images: Iterable[np.ndarray], size: int, mode: str = "letterbox", tiles: int = 1
+) -> tuple[np.ndarray, list[Layout]]:
     """Stack internal-form images into the model's input: float32 (V, 3, size, size),
     every view of every image in order (one per image unless tiled), and their layouts."""
     return stack([prepare(img, size, mode, tiles) for img in images], size)

@@ -14,7 +14,9 @@ from anomaly.inspection.imageio import to_uint8
 
 OUTLINE_RGB = (255, 40, 40)
 HEAT_MAX = 1.5  # calibrated score drawn at the hot end of the colour map
-_TURBO_RGB = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, :, ::-1].reshape(256, 1, 3).copy()
+_TURBO_RGB = (
+    cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, :, ::-1].reshape(256, 1, 3).copy()
+)
 
 
 def colorize(heatmap: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
@@ -41,8 +43,9 @@ def overlay(
         warm = heatmap[y : y + h, x : x + w]
         alpha = np.clip((warm - lo) * (0.6 / max(1.0 - lo, 1e-6)), 0.0, 0.6).astype(np.float32)
         # one fused OpenCV pass instead of four float32 numpy passes
-        out[y : y + h, x : x + w] = cv2.blendLinear(np.ascontiguousarray(base[y : y + h, x : x + w]),
-                                                    colorize(warm), 1.0 - alpha, alpha)
+        out[y : y + h, x : x + w] = cv2.blendLinear(
+            np.ascontiguousarray(base[y : y + h, x : x + w]), colorize(warm), 1.0 - alpha, alpha
+        )
     if mask is not None and mask.any():
         thickness = max(1, round(max(image.shape[:2]) / 300))
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

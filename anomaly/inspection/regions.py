@@ -33,8 +33,9 @@ def defect_mask(heatmap: np.ndarray, image_threshold: float, pixel_threshold: fl
     return _hysteresis(heatmap, image_threshold, pixel_threshold)[0]
 
 
-def _hysteresis(heatmap: np.ndarray, image_threshold: float, pixel_threshold: float
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+def _hysteresis(
+    heatmap: np.ndarray, image_threshold: float, pixel_threshold: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """(mask, component labels, component stats, kept label ids): the mask's connected
     regions are exactly the kept components, so regions need no second labelling."""
     strong = heatmap >= image_threshold
@@ -50,8 +51,9 @@ def _hysteresis(heatmap: np.ndarray, image_threshold: float, pixel_threshold: fl
     return keep[labels], labels, stats, kept  # a lookup, not np.isin's sort
 
 
-def mask_and_regions(heatmap: np.ndarray, image_threshold: float, pixel_threshold: float
-                     ) -> tuple[np.ndarray, list[Region]]:
+def mask_and_regions(
+    heatmap: np.ndarray, image_threshold: float, pixel_threshold: float
+) -> tuple[np.ndarray, list[Region]]:
     """defect_mask and find_regions in one labelling pass (the batch scorer's hot path)."""
     mask, labels, stats, kept = _hysteresis(heatmap, image_threshold, pixel_threshold)
     return mask, ([] if labels is None or stats is None else _regions(heatmap, labels, stats, kept))

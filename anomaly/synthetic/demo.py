@@ -165,7 +165,11 @@ def _washer_defect(kind: str, render: Render, rng: np.random.Generator) -> tuple
         return defects.stain(img, rng, rng.uniform(0.05, 0.14), region=fg)
     if kind == "missing":
         return defects.missing_material(
-            img, rng, rng.uniform(0.05, 0.1), region=render.part, center=render.rim_point(rng),
+            img,
+            rng,
+            rng.uniform(0.05, 0.1),
+            region=render.part,
+            center=render.rim_point(rng),
             background=render.background,
         )
     raise ValueError(f"unknown washer defect {kind!r}")

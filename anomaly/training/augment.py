@@ -16,8 +16,9 @@ def augment(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> 
     return augment_pair(image, None, cfg, rng)[0]
 
 
-def augment_pair(image: np.ndarray, mask: np.ndarray | None, cfg: AugmentConfig,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+def augment_pair(
+    image: np.ndarray, mask: np.ndarray | None, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Augment an image and move its defect mask (float (S, S), 0..1) with it: flips,
     rotation and shift apply to both, brightness and contrast to the image only."""
     out, m = image, mask
@@ -31,10 +32,18 @@ def augment_pair(image: np.ndarray, mask: np.ndarray | None, cfg: AugmentConfig,
         shift = rng.uniform(-cfg.shift_fraction, cfg.shift_fraction, size=2) * (w, h)
         t = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
         t[:, 2] = t[:, 2] + shift
-        out = cv2.warpAffine(np.ascontiguousarray(out), t, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out = cv2.warpAffine(
+            np.ascontiguousarray(out), t, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
         if m is not None:  # nothing outside the original frame is a defect
-            m = cv2.warpAffine(np.ascontiguousarray(m, dtype=np.float32), t, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            m = cv2.warpAffine(
+                np.ascontiguousarray(m, dtype=np.float32),
+                t,
+                (w, h),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
     if cfg.brightness > 0 or cfg.contrast > 0:
         gain = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
         bias = rng.uniform(-cfg.brightness, cfg.brightness)

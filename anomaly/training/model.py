@@ -114,13 +114,28 @@ class InspectionModule(nn.Module):
         if cfg.kind in FEATURE_KINDS:
             self.features: FeatureExtractor | None = FeatureExtractor(cfg)
             nfeat = self.features.channels
-            memory = (nfeat, cfg.memory_size, cfg.patch_neighbourhood, margin, cfg.memory_search_dims, cfg.memory_search_blocks)
-            self.net: nn.Module = (PatchMemory(*memory) if cfg.kind == "patch_memory"
-                                   else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent, cfg.separable_convs))
+            memory = (
+                nfeat,
+                cfg.memory_size,
+                cfg.patch_neighbourhood,
+                margin,
+                cfg.memory_search_dims,
+                cfg.memory_search_blocks,
+            )
+            self.net: nn.Module = (
+                PatchMemory(*memory)
+                if cfg.kind == "patch_memory"
+                else FeatureAutoencoder(nfeat, cfg.feature_hidden, cfg.feature_latent, cfg.separable_convs)
+            )
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-            self.head: SegmentationHead | None = (SegmentationHead(nfeat, separable=cfg.separable_convs, sees_features=cfg.head_sees_features)
-                                                 if cfg.segmentation_head else None)
-            self.memory: PatchMemory | None = (PatchMemory(*memory) if cfg.kind == "feature_ae" and cfg.feature_memory else None)
+            self.head: SegmentationHead | None = (
+                SegmentationHead(nfeat, separable=cfg.separable_convs, sees_features=cfg.head_sees_features)
+                if cfg.segmentation_head
+                else None
+            )
+            self.memory: PatchMemory | None = (
+                PatchMemory(*memory) if cfg.kind == "feature_ae" and cfg.feature_memory else None
+            )
         else:
             self.head = None
             self.memory = None
@@ -193,7 +208,11 @@ class InspectionModule(nn.Module):
             return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
         r_up = up(r)
-        return r_up, (up(p) if self.head is not None else r_up), (up(self.memory(f)) if self.memory is not None else None)
+        return (
+            r_up,
+            (up(p) if self.head is not None else r_up),
+            (up(self.memory(f)) if self.memory is not None else None),
+        )
 
     def residual_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed residual maps (N,1,S,S): (L2, SSIM) for pixel models; for the
@@ -243,8 +262,11 @@ class InspectionModule(nn.Module):
             r = 0.5 * (l2 / self.residual_scale[0] + ssim / self.residual_scale[1])
         return separable_blur(r, self.smooth_kernel)
 
-    def training_loss(self, x: torch.Tensor, extra_terms: Mapping[str, tuple[nn.Module, float]] | None = None,
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(
+        self,
+        x: torch.Tensor,
+        extra_terms: Mapping[str, tuple[nn.Module, float]] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss (plus KL for the VAE). `extra_terms` maps a name to a
         training-only module (reconstruction, input) -> loss and its weight, such as the
         sharpening terms of `anomaly.training.sharpening`; they are not part of the exported

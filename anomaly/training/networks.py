@@ -162,8 +162,9 @@ def conv3x3(cin: int, cout: int, stride: int = 1, separable: bool = False) -> nn
     job either way."""
     if not separable:
         return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
-    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),
-                         nn.Conv2d(cin, cout, 1))
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1)
+    )
 
 
 class FeatureAutoencoder(nn.Module):
@@ -176,14 +177,22 @@ class FeatureAutoencoder(nn.Module):
     def __init__(self, channels: int, hidden: int, latent: int, separable: bool = False) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            conv3x3(hidden, hidden, 2, separable), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            conv3x3(hidden, hidden, 2, separable),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, latent, 1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(latent, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            conv3x3(hidden, hidden, 1, separable), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            conv3x3(hidden, hidden, 1, separable),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1),
         )
 
@@ -205,9 +214,12 @@ class SegmentationHead(nn.Module):
         super().__init__()
         self.sees_features = sees_features
         self.net = nn.Sequential(
-            nn.Conv2d(2 * channels if sees_features else channels, hidden, 1), nn.ReLU(inplace=True),
-            conv3x3(hidden, hidden, 1, separable), nn.ReLU(inplace=True),
-            conv3x3(hidden, hidden, 1, separable), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * channels if sees_features else channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            conv3x3(hidden, hidden, 1, separable),
+            nn.ReLU(inplace=True),
+            conv3x3(hidden, hidden, 1, separable),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, 1, 1),
         )
 
@@ -238,8 +250,15 @@ class PatchMemory(nn.Module):
     memory_sqnorm: torch.Tensor
     search_basis: torch.Tensor
 
-    def __init__(self, channels: int, size: int, neighbourhood: int, margin: int = 0,
-                 search_dims: int = 0, search_blocks: int = 1) -> None:
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        neighbourhood: int,
+        margin: int = 0,
+        search_dims: int = 0,
+        search_blocks: int = 1,
+    ) -> None:
         super().__init__()
         self.neighbourhood = neighbourhood
         self.margin = margin  # mirrored margin cells: context for the neighbourhoods, never searched
@@ -312,6 +331,11 @@ class PatchMemory(nn.Module):
         # with the largest activation `search_blocks` times smaller (a lower peak memory, and
         # a session's first call page-faults less).
         block_size = self.memory.shape[0] // self.search_blocks
-        idx = torch.cat([(qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
-                         for b in range(self.search_blocks)], dim=2)  # (N, g*g, blocks)
+        idx = torch.cat(
+            [
+                (qk @ keys[b * block_size : (b + 1) * block_size].t()).argmin(dim=2, keepdim=True) + b * block_size
+                for b in range(self.search_blocks)
+            ],
+            dim=2,
+        )  # (N, g*g, blocks)
         return (q[:, :, None, :] - self.memory[idx]).pow(2).sum(dim=3).view(n, h, w, -1)

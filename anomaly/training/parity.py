@@ -23,7 +23,10 @@ def parity_images(det: Detector, count: int = 4) -> list[np.ndarray]:
     if paths:
         return [read_image(p) for p in paths]
     rng = np.random.default_rng(0)
-    return [rng.random((det.model_config.image_size, det.model_config.image_size, 3), dtype=np.float32) for _ in range(count)]
+    return [
+        rng.random((det.model_config.image_size, det.model_config.image_size, 3), dtype=np.float32)
+        for _ in range(count)
+    ]
 
 
 def check_parity(det: Detector, onnx_path: str | Path, images: list[np.ndarray] | None = None) -> tuple[float, bool]:

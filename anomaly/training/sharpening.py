@@ -38,7 +38,9 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
-        cfg = ModelConfig(kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4, feature_border=0)
+        cfg = ModelConfig(
+            kind="feature_ae", image_size=image_size, feature_blocks=(2, 4), feature_stride=4, feature_border=0
+        )
         self.features = FeatureExtractor(cfg)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

@@ -92,8 +92,10 @@ def sidebar_model() -> tuple[Inspector | None, str, str, str]:
 
 def sidebar_model_details(inspector: Inspector) -> None:
     with st.sidebar.expander("Model details", expanded=True):
-        st.markdown(widgets.facts_table([*logic.model_facts(inspector), ("Digest", inspector.info.digest[:16] or "—")]),
-                    unsafe_allow_html=True)
+        st.markdown(
+            widgets.facts_table([*logic.model_facts(inspector), ("Digest", inspector.info.digest[:16] or "—")]),
+            unsafe_allow_html=True,
+        )
 
 
 def _set_threshold(value: float) -> None:
@@ -111,12 +113,24 @@ def sidebar_threshold(inspector: Inspector, model_key: str):
     st.session_state["threshold"] = min(max(float(st.session_state["threshold"]), 0.0), top)
     sb = st.sidebar
     sb.header("Decision threshold")
-    threshold = sb.slider("Image threshold (score at or above = FAIL)", min_value=0.0, max_value=top, step=0.01,
-                          format="%.2f", key="threshold",
-                          help="Scores are calibrated so that 1.00 is the threshold chosen when the model was trained.")
+    threshold = sb.slider(
+        "Image threshold (score at or above = FAIL)",
+        min_value=0.0,
+        max_value=top,
+        step=0.01,
+        format="%.2f",
+        key="threshold",
+        help="Scores are calibrated so that 1.00 is the threshold chosen when the model was trained.",
+    )
     row = sb.container(horizontal=True, vertical_alignment="center")
-    row.button("Reset to calibrated", key="reset_threshold", on_click=_set_threshold, args=(calibrated,),
-               disabled=abs(float(threshold) - calibrated) < 1e-9, icon=":material/restart_alt:")
+    row.button(
+        "Reset to calibrated",
+        key="reset_threshold",
+        on_click=_set_threshold,
+        args=(calibrated,),
+        disabled=abs(float(threshold) - calibrated) < 1e-9,
+        icon=":material/restart_alt:",
+    )
     row.caption(f"Calibrated: **{calibrated:.2f}**")
     return float(threshold), sb.empty()
 
@@ -133,16 +147,28 @@ def _clear_samples() -> None:
 def collect_inputs() -> list[tuple[str, bytes]]:
     c1, c2 = st.columns([3, 2])
     uploads = c1.file_uploader(
-        "Drop images here or browse (PNG, JPEG, BMP, TIFF; one or many)", accept_multiple_files=True,
-        key="image_uploader", help="Images of any size are inspected at full resolution.")
+        "Drop images here or browse (PNG, JPEG, BMP, TIFF; one or many)",
+        accept_multiple_files=True,
+        key="image_uploader",
+        help="Images of any size are inspected at full resolution.",
+    )
     folder = c2.file_uploader(
-        "…or a whole folder (keeps sub-folder names, e.g. crack/001.png)", accept_multiple_files="directory",
-        type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"], key="folder_uploader")
+        "…or a whole folder (keeps sub-folder names, e.g. crack/001.png)",
+        accept_multiple_files="directory",
+        type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+        key="folder_uploader",
+    )
     row = st.container(horizontal=True)
-    row.button("Load sample images", key="load_samples", on_click=_load_samples, type="primary",
-               help="A few good and defective washers from sample_images/washer/test")
-    row.button("Clear samples", key="clear_samples", on_click=_clear_samples,
-               disabled=not st.session_state.get(EXTRA_INPUTS))
+    row.button(
+        "Load sample images",
+        key="load_samples",
+        on_click=_load_samples,
+        type="primary",
+        help="A few good and defective washers from sample_images/washer/test",
+    )
+    row.button(
+        "Clear samples", key="clear_samples", on_click=_clear_samples, disabled=not st.session_state.get(EXTRA_INPUTS)
+    )
     files = [(u.name, u.getvalue()) for u in [*(uploads or []), *(folder or [])]]
     files += [(str(n), bytes(b)) for n, b in st.session_state.get(EXTRA_INPUTS) or []]
     return files
@@ -157,6 +183,7 @@ def inspected_items(inspector: Inspector, model_key: str, files: list[tuple[str,
     todo = [(k, u) for k, u in zip(keys, uploads) if k not in cache]
     if todo:
         bar = st.progress(0.0, text=f"Inspecting {len(todo)} image(s)…")
+
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Inspecting… {done}/{total}")
 
@@ -173,8 +200,10 @@ def inspected_items(inspector: Inspector, model_key: str, files: list[tuple[str,
 
 def error_card(item: logic.Item) -> None:
     with st.container(border=True):
-        st.markdown(widgets.card_head(item.name, "ERROR", "This file was not inspected; the other images were."),
-                    unsafe_allow_html=True)
+        st.markdown(
+            widgets.card_head(item.name, "ERROR", "This file was not inspected; the other images were."),
+            unsafe_allow_html=True,
+        )
         st.error(f"Could not inspect this file. {item.error}", icon=":material/error:")
 
 
@@ -193,15 +222,24 @@ def image_card(item: logic.Item, insp: Inspection, view: str, opacity: float, de
     with st.container(border=True, key=f"card_{item.digest[:12]}"):
         c_img, c_heat, c_info = st.columns([1, 1, 1.2], gap="medium")
         c_img.image(item.display_image, caption="Image", width="stretch", alt=f"Image {item.name}")
-        c_heat.image(logic.item_view(item, insp, view, opacity), caption=widgets_caption(view), width="stretch",
-                     alt=f"Heatmap {item.name}")
+        c_heat.image(
+            logic.item_view(item, insp, view, opacity),
+            caption=widgets_caption(view),
+            width="stretch",
+            alt=f"Heatmap {item.name}",
+        )
         with c_info:
-            st.markdown(widgets.card_head(item.name, insp.verdict, sub)
-                        + widgets.score_gauge(insp.score, insp.image_threshold, insp.verdict), unsafe_allow_html=True)
+            st.markdown(
+                widgets.card_head(item.name, insp.verdict, sub)
+                + widgets.score_gauge(insp.score, insp.image_threshold, insp.verdict),
+                unsafe_allow_html=True,
+            )
             rows = logic.region_rows(item.regions(insp), item.size)
             if rows:
-                st.markdown(f"**Defect regions ({len(rows)})**, outlined (original pixels)" + widgets.regions_html(rows),
-                            unsafe_allow_html=True)
+                st.markdown(
+                    f"**Defect regions ({len(rows)})**, outlined (original pixels)" + widgets.regions_html(rows),
+                    unsafe_allow_html=True,
+                )
             else:
                 st.caption("No defect regions at this threshold.")
             widgets.decision_controls(f"fb_{item.digest[:12]}", insp.verdict, decision, decide)
@@ -220,17 +258,36 @@ def summary_metrics(frame: pd.DataFrame) -> None:
     c[3].metric("Unreadable", int(counts.get("ERROR", 0)))
 
 
-def upload_decider(store: feedback.DecisionStore, item: logic.Item, insp: Inspection, data: bytes,
-                   ctx: logic.ExportContext):
+def upload_decider(
+    store: feedback.DecisionStore, item: logic.Item, insp: Inspection, data: bytes, ctx: logic.ExportContext
+):
     def decide(decision: str | None, note: str) -> None:
-        store.record(item.digest, item.name, decision, verdict=insp.verdict, score=insp.score,  # type: ignore[arg-type]
-                     threshold=ctx.threshold, model=ctx.model, model_digest=ctx.model_digest, note=note,
-                     operator=ctx.operator, image=data, suffix=PurePosixPath(item.name).suffix or ".png")
+        store.record(
+            item.digest,
+            item.name,
+            decision,
+            verdict=insp.verdict,
+            score=insp.score,  # type: ignore[arg-type]
+            threshold=ctx.threshold,
+            model=ctx.model,
+            model_digest=ctx.model_digest,
+            note=note,
+            operator=ctx.operator,
+            image=data,
+            suffix=PurePosixPath(item.name).suffix or ".png",
+        )
+
     return decide
 
 
-def inspect_tab(items: list[logic.Item], decided, frame: pd.DataFrame, files: dict[str, bytes],
-                store: feedback.DecisionStore, ctx: logic.ExportContext) -> None:
+def inspect_tab(
+    items: list[logic.Item],
+    decided,
+    frame: pd.DataFrame,
+    files: dict[str, bytes],
+    store: feedback.DecisionStore,
+    ctx: logic.ExportContext,
+) -> None:
     if not items:
         st.info("Drop one or more images above, or press **Load sample images** to try the bundled examples.")
         return
@@ -244,8 +301,9 @@ def inspect_tab(items: list[logic.Item], decided, frame: pd.DataFrame, files: di
             rank = frame["verdict"].map(logic.VERDICT_ORDER).to_numpy()
             score = frame["score"].fillna(0.0).to_numpy()
             order.sort(key=lambda i: (rank[i], -score[i]))
-        page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
-                                   key="inspect_page"))
+        page = int(
+            st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1, key="inspect_page")
+        )
         order = order[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     decisions = store.load()
     for i in order:
@@ -253,8 +311,14 @@ def inspect_tab(items: list[logic.Item], decided, frame: pd.DataFrame, files: di
         if decided[i] is None:
             error_card(it)
         else:
-            image_card(it, decided[i], view, opacity, decisions.get(it.digest),
-                       upload_decider(store, it, decided[i], files.get(it.digest, b""), ctx))
+            image_card(
+                it,
+                decided[i],
+                view,
+                opacity,
+                decisions.get(it.digest),
+                upload_decider(store, it, decided[i], files.get(it.digest, b""), ctx),
+            )
     if len(items) > PAGE_SIZE:
         st.caption(f"Page {page} of {pages}: change the page above.")
 
@@ -266,47 +330,85 @@ def histogram(frame: pd.DataFrame, threshold: float, calibrated: float) -> alt.L
     lo, hi = min(scores), max(scores)
     pad = max(0.05, 0.08 * (hi - lo))
     lo, hi = max(0.0, lo - pad), hi + pad
-    bars = alt.Chart(data).mark_bar(opacity=0.9).encode(
-        x=alt.X("score:Q", bin=alt.Bin(maxbins=40, extent=[lo, hi]), title="Anomaly score",
-                scale=alt.Scale(domain=[lo, hi]), axis=alt.Axis(format=".2f")),
-        y=alt.Y("count():Q", title="Images", stack=True, axis=alt.Axis(tickMinStep=1, format="d")),
-        color=alt.Color("verdict:N", title="Verdict",
-                        scale=alt.Scale(domain=["PASS", "FAIL"], range=[logic.PASS_COLOR, logic.FAIL_COLOR])),
-        tooltip=[alt.Tooltip("count():Q", title="Images")],
+    bars = (
+        alt.Chart(data)
+        .mark_bar(opacity=0.9)
+        .encode(
+            x=alt.X(
+                "score:Q",
+                bin=alt.Bin(maxbins=40, extent=[lo, hi]),
+                title="Anomaly score",
+                scale=alt.Scale(domain=[lo, hi]),
+                axis=alt.Axis(format=".2f"),
+            ),
+            y=alt.Y("count():Q", title="Images", stack=True, axis=alt.Axis(tickMinStep=1, format="d")),
+            color=alt.Color(
+                "verdict:N",
+                title="Verdict",
+                scale=alt.Scale(domain=["PASS", "FAIL"], range=[logic.PASS_COLOR, logic.FAIL_COLOR]),
+            ),
+            tooltip=[alt.Tooltip("count():Q", title="Images")],
+        )
     )
     lines = pd.DataFrame({"x": [threshold, calibrated], "what": ["threshold", "calibrated"]})
     if abs(threshold - calibrated) < 1e-9:
         lines = lines.iloc[:1]
-    rules = alt.Chart(lines).mark_rule(strokeWidth=2).encode(
-        x="x:Q",
-        color=alt.value("#1c2430"),
-        strokeDash=alt.StrokeDash("what:N", title="Line",
-                                  scale=alt.Scale(domain=["threshold", "calibrated"], range=[[1, 0], [5, 4]])),
-        tooltip=[alt.Tooltip("what:N", title=""), alt.Tooltip("x:Q", title="Score", format=".2f")],
+    rules = (
+        alt.Chart(lines)
+        .mark_rule(strokeWidth=2)
+        .encode(
+            x="x:Q",
+            color=alt.value("#1c2430"),
+            strokeDash=alt.StrokeDash(
+                "what:N", title="Line", scale=alt.Scale(domain=["threshold", "calibrated"], range=[[1, 0], [5, 4]])
+            ),
+            tooltip=[alt.Tooltip("what:N", title=""), alt.Tooltip("x:Q", title="Score", format=".2f")],
+        )
     )
     return (bars + rules).properties(height=260)
 
 
-
-def batch_report(items: list[logic.Item], frame: pd.DataFrame, ctx: logic.ExportContext,
-                 decisions: dict[str, dict]) -> bytes:
+def batch_report(
+    items: list[logic.Item], frame: pd.DataFrame, ctx: logic.ExportContext, decisions: dict[str, dict]
+) -> bytes:
     parts = []
     for it, insp in zip(items, logic.decide(items, ctx.threshold)):
         if insp is None or insp.verdict != "FAIL":
             continue
         rec = decisions.get(it.digest) or {}
-        panels = [(c, logic.item_view(it, insp, v, 0.6, report.PANEL_MAX_SIDE))
-                  for c, v in (("Original", "original"), ("Heatmap", "heatmap"), ("Outline", "outline"))]
-        parts.append(report.ReportPart(it.name, insp.score, panels, logic.region_rows(it.regions(insp), it.size),
-                                       rec.get("decision", ""), rec.get("note", "")))
-    facts = [("Model", ctx.model), ("Model digest", ctx.model_digest or "unknown"), ("Threshold", f"{ctx.threshold:.3f}"),
-             ("Date", ctx.date), ("Operator", ctx.operator or "—")]
-    return report.html_report("Inspection report", facts, list(frame["score"]), list(frame["verdict"]), ctx.threshold,
-                              parts)
+        panels = [
+            (c, logic.item_view(it, insp, v, 0.6, report.PANEL_MAX_SIDE))
+            for c, v in (("Original", "original"), ("Heatmap", "heatmap"), ("Outline", "outline"))
+        ]
+        parts.append(
+            report.ReportPart(
+                it.name,
+                insp.score,
+                panels,
+                logic.region_rows(it.regions(insp), it.size),
+                rec.get("decision", ""),
+                rec.get("note", ""),
+            )
+        )
+    facts = [
+        ("Model", ctx.model),
+        ("Model digest", ctx.model_digest or "unknown"),
+        ("Threshold", f"{ctx.threshold:.3f}"),
+        ("Date", ctx.date),
+        ("Operator", ctx.operator or "—"),
+    ]
+    return report.html_report(
+        "Inspection report", facts, list(frame["score"]), list(frame["verdict"]), ctx.threshold, parts
+    )
 
 
-def batch_tab(items: list[logic.Item], frame: pd.DataFrame, ctx: logic.ExportContext, calibrated: float,
-              store: feedback.DecisionStore) -> None:
+def batch_tab(
+    items: list[logic.Item],
+    frame: pd.DataFrame,
+    ctx: logic.ExportContext,
+    calibrated: float,
+    store: feedback.DecisionStore,
+) -> None:
     if not items:
         st.info("No images yet. Upload images in the **Inspect** tab; all of them are listed here.")
         return
@@ -314,31 +416,65 @@ def batch_tab(items: list[logic.Item], frame: pd.DataFrame, ctx: logic.ExportCon
     only_fail = st.toggle("Show failures only", key="batch_only_fail")
     shown = frame[frame["verdict"] != "PASS"] if only_fail else frame
     view = shown[list(widgets.TABLE_NAMES)].rename(columns=widgets.TABLE_NAMES)
-    st.dataframe(view.style.map(widgets.verdict_style, subset=["Verdict"]), hide_index=True, width="stretch",
-                 key="batch_table", placeholder="—", column_config=widgets.TABLE_COLUMNS)
+    st.dataframe(
+        view.style.map(widgets.verdict_style, subset=["Verdict"]),
+        hide_index=True,
+        width="stretch",
+        key="batch_table",
+        placeholder="—",
+        column_config=widgets.TABLE_COLUMNS,
+    )
     st.caption("Click a column header to sort.")
     st.markdown("**Score distribution**")
     st.altair_chart(histogram(frame, ctx.threshold, calibrated), width="stretch")
     decisions = {k: v for k, v in store.load().items() if k in {it.digest for it in items}}
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Download results (CSV)", logic.results_csv(frame, ctx), file_name=RESULTS_CSV,
-                       mime="text/csv", key="dl_csv", icon=":material/download:",
-                       help="With the threshold, model, model digest, date and operator on every row")
-    c2.download_button("Download overlays (ZIP)", lambda: logic.overlays_zip(items, ctx, calibrated),
-                       file_name="overlays.zip", mime="application/zip", key="dl_zip", icon=":material/download:",
-                       help="Heatmap overlays with defect outlines, plus results.csv")
-    c3.download_button("Download report (HTML)", lambda: batch_report(items, frame, ctx, decisions),
-                       file_name="inspection-report.html", mime="text/html", key="dl_report",
-                       icon=":material/description:", help="Printable: summary, histogram, every failure")
+    c1.download_button(
+        "Download results (CSV)",
+        logic.results_csv(frame, ctx),
+        file_name=RESULTS_CSV,
+        mime="text/csv",
+        key="dl_csv",
+        icon=":material/download:",
+        help="With the threshold, model, model digest, date and operator on every row",
+    )
+    c2.download_button(
+        "Download overlays (ZIP)",
+        lambda: logic.overlays_zip(items, ctx, calibrated),
+        file_name="overlays.zip",
+        mime="application/zip",
+        key="dl_zip",
+        icon=":material/download:",
+        help="Heatmap overlays with defect outlines, plus results.csv",
+    )
+    c3.download_button(
+        "Download report (HTML)",
+        lambda: batch_report(items, frame, ctx, decisions),
+        file_name="inspection-report.html",
+        mime="text/html",
+        key="dl_report",
+        icon=":material/description:",
+        help="Printable: summary, histogram, every failure",
+    )
 
     def labelled() -> bytes:
-        images = {k: (store.folder / r["image"]).read_bytes() for k, r in decisions.items()
-                  if r.get("image") and (store.folder / r["image"]).is_file()}
+        images = {
+            k: (store.folder / r["image"]).read_bytes()
+            for k, r in decisions.items()
+            if r.get("image") and (store.folder / r["image"]).is_file()
+        }
         return feedback.labelled_zip(decisions, images)
 
-    c4.download_button("Export labelled folder (ZIP)", labelled, file_name="labelled.zip", mime="application/zip",
-                       key="dl_labelled", icon=":material/download:", disabled=not decisions,
-                       help="Your decisions as an MVTec folder: test/good and test/defect")
+    c4.download_button(
+        "Export labelled folder (ZIP)",
+        labelled,
+        file_name="labelled.zip",
+        mime="application/zip",
+        key="dl_labelled",
+        icon=":material/download:",
+        disabled=not decisions,
+        help="Your decisions as an MVTec folder: test/good and test/defect",
+    )
     scores = dict(zip([it.digest for it in items], frame["score"]))
     defect = [scores.get(k, float("nan")) for k, r in decisions.items() if r["decision"] == "defect"]
     good = [scores.get(k, float("nan")) for k, r in decisions.items() if r["decision"] == "good"]
@@ -346,14 +482,24 @@ def batch_tab(items: list[logic.Item], frame: pd.DataFrame, ctx: logic.ExportCon
         new = feedback.suggest_threshold(defect, good, ctx.threshold)
         row = st.container(horizontal=True, vertical_alignment="center")
         row.caption(f"From your {len(defect)} defect and {len(good)} good decision(s): threshold **{new:.3f}**.")
-        row.button("Use it", key="apply_suggested", on_click=_set_threshold, args=(round(new - 0.005, 2),),
-                   disabled=abs(new - ctx.threshold) < 1e-9)
+        row.button(
+            "Use it",
+            key="apply_suggested",
+            on_click=_set_threshold,
+            args=(round(new - 0.005, 2),),
+            disabled=abs(new - ctx.threshold) < 1e-9,
+        )
 
 
 # ----- page -----------------------------------------------------------------------------
 def main() -> None:
-    st.set_page_config(page_title="Anomaly inspection", page_icon="🔍", layout="wide",
-                       initial_sidebar_state="expanded", menu_items={"About": "Visual anomaly inspection dashboard"})
+    st.set_page_config(
+        page_title="Anomaly inspection",
+        page_icon="🔍",
+        layout="wide",
+        initial_sidebar_state="expanded",
+        menu_items={"About": "Visual anomaly inspection dashboard"},
+    )
     st.html(widgets.CSS)
     inspector, model_key, model_name, model_error = sidebar_model()
     threshold, changed_slot, calibrated = 1.0, None, 1.0
@@ -365,8 +511,11 @@ def main() -> None:
 
     st.title("Visual inspection")
     if inspector is not None:
-        st.markdown(f'<p class="app-sub">Model <b>{html.escape(model_name)}</b> · threshold <b>{threshold:.2f}</b> '
-                    f"(calibrated {calibrated:.2f})</p>", unsafe_allow_html=True)
+        st.markdown(
+            f'<p class="app-sub">Model <b>{html.escape(model_name)}</b> · threshold <b>{threshold:.2f}</b> '
+            f"(calibrated {calibrated:.2f})</p>",
+            unsafe_allow_html=True,
+        )
     elif model_error:
         st.session_state.pop("_inspected", None)  # verdicts of another model must not come back
         st.error(model_error + " No verdicts are shown until a usable model is loaded.", icon=":material/error:")

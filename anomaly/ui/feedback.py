@@ -81,18 +81,37 @@ class DecisionStore:
                     out[rec["key"]] = rec
         return out
 
-    def record(self, key: str, path: str, decision: Decision | None, *, verdict: str, score: float | None,
-               threshold: float | None, model: str, model_digest: str, note: str = "", operator: str = "",
-               image: bytes | None = None, suffix: str = ".png") -> dict[str, Any]:
+    def record(
+        self,
+        key: str,
+        path: str,
+        decision: Decision | None,
+        *,
+        verdict: str,
+        score: float | None,
+        threshold: float | None,
+        model: str,
+        model_digest: str,
+        note: str = "",
+        operator: str = "",
+        image: bytes | None = None,
+        suffix: str = ".png",
+    ) -> dict[str, Any]:
         """Append one decision (None undoes the part's decision). `image`: the part's bytes,
         kept beside the decisions when the run has no folder of originals (uploads)."""
         if decision is not None and decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
         rec: dict[str, Any] = {
-            "key": key, "path": path, "decision": decision, "note": note.strip(), "verdict": verdict,
+            "key": key,
+            "path": path,
+            "decision": decision,
+            "note": note.strip(),
+            "verdict": verdict,
             "score": None if score is None or score != score else round(float(score), 6),
             "threshold": None if threshold is None else round(float(threshold), 6),
-            "model": model, "model_digest": model_digest, "operator": operator.strip(),
+            "model": model,
+            "model_digest": model_digest,
+            "operator": operator.strip(),
             "time": now(),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -130,8 +149,9 @@ def flat_name(path: str) -> str:
     return "__".join(p.replace(":", "_") for p in parts) or "image.png"
 
 
-def labelled_zip(decisions: Mapping[str, Mapping[str, Any]], image_bytes: Mapping[str, bytes],
-                 name: str = "labelled") -> bytes:
+def labelled_zip(
+    decisions: Mapping[str, Mapping[str, Any]], image_bytes: Mapping[str, bytes], name: str = "labelled"
+) -> bytes:
     """The MVTec-style folder as a ZIP: <name>/test/good/, <name>/test/defect/, and the
     decisions they came from. `image_bytes` maps a decision's key to the part's bytes;
     unsure parts and parts whose image is gone are listed in the manifest, not exported."""
@@ -151,8 +171,10 @@ def labelled_zip(decisions: Mapping[str, Mapping[str, Any]], image_bytes: Mappin
                 used.add(member)
                 zf.writestr(member, data)
             note = str(rec.get("note", "")).replace('"', "'")
-            manifest.append(f'"{rec["path"]}",{rec["decision"]},{rec.get("verdict", "")},{rec.get("score") or ""},'
-                            f'"{member.removeprefix(name + "/")}","{note}"')
+            manifest.append(
+                f'"{rec["path"]}",{rec["decision"]},{rec.get("verdict", "")},{rec.get("score") or ""},'
+                f'"{member.removeprefix(name + "/")}","{note}"'
+            )
         zf.writestr(f"{name}/{DECISIONS_FILE}", "".join(json.dumps(dict(r)) + "\n" for r in decisions.values()))
         zf.writestr(f"{name}/manifest.csv", "\n".join(manifest) + "\n")
     return buf.getvalue()

@@ -41,8 +41,14 @@ DEFAULT_MODEL = "default.onnx"
 SAMPLES_DIR = Path("sample_images") / "washer" / "test"
 # A few good parts and one example of each defect type.
 SAMPLE_SELECTION = (
-    "good/000.png", "good/001.png", "good/002.png",
-    "crack/001.png", "dent/001.png", "missing/001.png", "scratch/001.png", "stain/001.png",
+    "good/000.png",
+    "good/001.png",
+    "good/002.png",
+    "crack/001.png",
+    "dent/001.png",
+    "missing/001.png",
+    "scratch/001.png",
+    "stain/001.png",
 )
 DISPLAY_MAX_SIDE = 1024  # pixels; larger images are shown downscaled (inspected at full size)
 ANALYSIS_MAX_SIDE = 2048  # pixels; heatmaps kept for re-deciding at most this size
@@ -161,8 +167,13 @@ def unique_uploads(files: Sequence[tuple[str, bytes]]) -> list[Upload]:
     return out
 
 
-IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
-                    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
 
 
 def image_kind(data: bytes) -> str | None:
@@ -225,8 +236,17 @@ class Item:
         if s == 1.0:
             return list(insp.regions)
         w, h = self.original_size
-        return [Region(min(round(r.x * s), w - 1), min(round(r.y * s), h - 1), max(1, round(r.width * s)),
-                       max(1, round(r.height * s)), max(1, round(r.area * s * s)), r.peak) for r in insp.regions]
+        return [
+            Region(
+                min(round(r.x * s), w - 1),
+                min(round(r.y * s), h - 1),
+                max(1, round(r.width * s)),
+                max(1, round(r.height * s)),
+                max(1, round(r.area * s * s)),
+                r.peak,
+            )
+            for r in insp.regions
+        ]
 
 
 def display_size(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
@@ -259,8 +279,12 @@ def has_alpha(data: bytes) -> bool:
     return data.startswith(b"\x89PNG") and len(data) > 25 and data[25] in (4, 6)
 
 
-def inspect_files(inspector: Inspector, files: Sequence[tuple[str, bytes]], chunk: int = 8,
-                  progress: Callable[[int, int], None] | None = None) -> list[Item]:
+def inspect_files(
+    inspector: Inspector,
+    files: Sequence[tuple[str, bytes]],
+    chunk: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Item]:
     """De-duplicate, decode and inspect uploaded files at full resolution. A file that
     cannot be read (or inspected) becomes an error item naming it; the others proceed."""
     items: list[Item] = []
@@ -293,21 +317,28 @@ def inspect_files(inspector: Inspector, files: Sequence[tuple[str, bytes]], chun
     return items
 
 
-def item_view(item: Item, insp: Inspection, view: str = "heatmap", opacity: float = 0.55,
-              max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+def item_view(
+    item: Item, insp: Inspection, view: str = "heatmap", opacity: float = 0.55, max_side: int = DISPLAY_MAX_SIDE
+) -> np.ndarray:
     """One view (original | heatmap | outline) at display size."""
     assert item.display_image is not None
     image = item.display_image if max_side == DISPLAY_MAX_SIDE else downscale(item.display_image, max_side)
-    return compose(image, insp.heatmap, insp.mask, insp.pixel_threshold, insp.image_threshold,
-                   view, opacity)  # type: ignore[arg-type]
+    return compose(image, insp.heatmap, insp.mask, insp.pixel_threshold, insp.image_threshold, view, opacity)  # type: ignore[arg-type]
 
 
 def region_rows(regions: Sequence[Region], image_size: tuple[int, int]) -> list[dict[str, object]]:
     """Defect regions, largest first, in original-image pixels: where, how big, how strong."""
     w, h = image_size
-    return [{"#": i + 1, "Position (x, y)": f"{r.x}, {r.y}", "Size": f"{r.width} × {r.height}",
-             "Area %": round(100.0 * r.area / max(1, w * h), 2), "Peak": round(r.peak, 3)}
-            for i, r in enumerate(regions)]
+    return [
+        {
+            "#": i + 1,
+            "Position (x, y)": f"{r.x}, {r.y}",
+            "Size": f"{r.width} × {r.height}",
+            "Area %": round(100.0 * r.area / max(1, w * h), 2),
+            "Peak": round(r.peak, 3),
+        }
+        for i, r in enumerate(regions)
+    ]
 
 
 def decide(items: Sequence[Item], threshold: float) -> list[Inspection | None]:
@@ -348,8 +379,13 @@ class ExportContext:
     date: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
 
     def columns(self) -> dict[str, str]:
-        return {"threshold": f"{self.threshold:.6f}", "model": self.model, "model_digest": self.model_digest,
-                "date": self.date, "operator": self.operator}
+        return {
+            "threshold": f"{self.threshold:.6f}",
+            "model": self.model,
+            "model_digest": self.model_digest,
+            "date": self.date,
+            "operator": self.operator,
+        }
 
 
 CONTEXT_COLUMNS = ("threshold", "model", "model_digest", "date", "operator")

@@ -42,8 +42,14 @@ def jpeg_data_uri(rgb: np.ndarray, max_side: int = PANEL_MAX_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def histogram_svg(scores: Sequence[float], verdicts: Sequence[str], threshold: float, width: int = 640,
-                  height: int = 180, bins: int = 30) -> str:
+def histogram_svg(
+    scores: Sequence[float],
+    verdicts: Sequence[str],
+    threshold: float,
+    width: int = 640,
+    height: int = 180,
+    bins: int = 30,
+) -> str:
     """Score histogram, PASS and FAIL stacked, with the threshold as a dashed line."""
     pairs = [(float(s), v) for s, v in zip(scores, verdicts) if s == s and v in ("PASS", "FAIL")]
     if not pairs:
@@ -71,19 +77,25 @@ def histogram_svg(scores: Sequence[float], verdicts: Sequence[str], threshold: f
             n = counts[verdict][i]
             if n:
                 h = n / top * plot_h
-                bars.append(f'<rect x="{left + i * bw:.1f}" y="{y0 - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" '
-                            f'fill="{color}"><title>{verdict}: {n}</title></rect>')
+                bars.append(
+                    f'<rect x="{left + i * bw:.1f}" y="{y0 - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" '
+                    f'fill="{color}"><title>{verdict}: {n}</title></rect>'
+                )
                 y0 -= h
-    ticks = "".join(f'<text x="{x(v):.1f}" y="{height - 6}" font-size="10" text-anchor="middle">{v:.2f}</text>'
-                    for v in np.linspace(lo, hi, 6))
+    ticks = "".join(
+        f'<text x="{x(v):.1f}" y="{height - 6}" font-size="10" text-anchor="middle">{v:.2f}</text>'
+        for v in np.linspace(lo, hi, 6)
+    )
     tx = x(threshold)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-            f'aria-label="Score histogram">'
-            f'<text x="4" y="12" font-size="10">{top}</text><text x="4" y="{height - bottom}" font-size="10">0</text>'
-            f'{"".join(bars)}<line x1="{left}" x2="{width - 10}" y1="{height - bottom}" y2="{height - bottom}" '
-            f'stroke="#888"/>{ticks}<line x1="{tx:.1f}" x2="{tx:.1f}" y1="8" y2="{height - bottom}" stroke="#1c2430" '
-            f'stroke-width="2" stroke-dasharray="5,3"/><text x="{tx + 4:.1f}" y="18" font-size="11">threshold '
-            f'{threshold:.2f}</text></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="Score histogram">'
+        f'<text x="4" y="12" font-size="10">{top}</text><text x="4" y="{height - bottom}" font-size="10">0</text>'
+        f'{"".join(bars)}<line x1="{left}" x2="{width - 10}" y1="{height - bottom}" y2="{height - bottom}" '
+        f'stroke="#888"/>{ticks}<line x1="{tx:.1f}" x2="{tx:.1f}" y1="8" y2="{height - bottom}" stroke="#1c2430" '
+        f'stroke-width="2" stroke-dasharray="5,3"/><text x="{tx + 4:.1f}" y="18" font-size="11">threshold '
+        f"{threshold:.2f}</text></svg>"
+    )
 
 
 STYLE = """
@@ -100,8 +112,14 @@ figcaption { font-size:.75rem; color:#5b6573; } .regions th { border-bottom:1px 
 """
 
 
-def html_report(title: str, facts: Sequence[tuple[str, str]], scores: Sequence[float], verdicts: Sequence[str],
-                threshold: float, failures: Sequence[ReportPart]) -> bytes:
+def html_report(
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    scores: Sequence[float],
+    verdicts: Sequence[str],
+    threshold: float,
+    failures: Sequence[ReportPart],
+) -> bytes:
     """The report: facts (model, digest, threshold, date, operator), counts, the score
     histogram, then every failure with its pictures and regions."""
     esc = html.escape
@@ -109,23 +127,34 @@ def html_report(title: str, facts: Sequence[tuple[str, str]], scores: Sequence[f
     fact_rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in facts)
     parts = []
     for p in failures:
-        panels = "".join(f'<figure><img src="{jpeg_data_uri(img)}" alt="{esc(cap)} {esc(p.name)}">'
-                         f"<figcaption>{esc(cap)}</figcaption></figure>" for cap, img in p.panels)
+        panels = "".join(
+            f'<figure><img src="{jpeg_data_uri(img)}" alt="{esc(cap)} {esc(p.name)}">'
+            f"<figcaption>{esc(cap)}</figcaption></figure>"
+            for cap, img in p.panels
+        )
         regions = ""
         if p.regions:
             head = "".join(f"<th>{esc(str(k))}</th>" for k in p.regions[0])
             body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in r.values()) + "</tr>" for r in p.regions)
             regions = f'<table class="regions"><tr>{head}</tr>{body}</table>'
-        score = "" if p.score is None or (isinstance(p.score, float) and math.isnan(p.score)) else f" · score {p.score:.3f}"
+        score = (
+            "" if p.score is None or (isinstance(p.score, float) and math.isnan(p.score)) else f" · score {p.score:.3f}"
+        )
         decision = f" · inspector: <b>{esc(p.decision)}</b>" if p.decision else ""
         note = f"<p>Note: {esc(p.note)}</p>" if p.note else ""
-        parts.append(f'<section class="part"><h3><span class="fail">FAIL</span> {esc(p.name)}{score}{decision}</h3>'
-                     f'<div class="panels">{panels}</div>{regions}{note}</section>')
-    body = (f"<h1>{esc(title)}</h1><table class=\"facts\">{fact_rows}</table>"
-            f'<h2>Summary</h2><table class="counts"><tr><td>{len(verdicts)} images</td>'
-            f'<td style="color:{PASS_COLOR}">{n["PASS"]} PASS</td><td style="color:{FAIL_COLOR}">{n["FAIL"]} FAIL</td>'
-            f"<td>{n['ERROR']} unreadable</td></tr></table>"
-            f"<h2>Score distribution</h2>{histogram_svg(scores, verdicts, threshold)}"
-            f"<h2>Failures ({len(failures)})</h2>{''.join(parts) or '<p>No failures.</p>'}")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>").encode()
+        parts.append(
+            f'<section class="part"><h3><span class="fail">FAIL</span> {esc(p.name)}{score}{decision}</h3>'
+            f'<div class="panels">{panels}</div>{regions}{note}</section>'
+        )
+    body = (
+        f'<h1>{esc(title)}</h1><table class="facts">{fact_rows}</table>'
+        f'<h2>Summary</h2><table class="counts"><tr><td>{len(verdicts)} images</td>'
+        f'<td style="color:{PASS_COLOR}">{n["PASS"]} PASS</td><td style="color:{FAIL_COLOR}">{n["FAIL"]} FAIL</td>'
+        f"<td>{n['ERROR']} unreadable</td></tr></table>"
+        f"<h2>Score distribution</h2>{histogram_svg(scores, verdicts, threshold)}"
+        f"<h2>Failures ({len(failures)})</h2>{''.join(parts) or '<p>No failures.</p>'}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    ).encode()

@@ -69,8 +69,12 @@ def load_scored_folder(folder: str | Path) -> ScoredRun:
     if not csv.is_file():
         raise ReviewError(f"{path}: no {RESULTS_CSV} here; is this the output folder of `anomaly score`?")
     try:
-        table = pd.read_csv(csv, dtype={"path": str, "verdict": str, "error": str}, keep_default_na=False,
-                            na_values={"score": ["", "nan", "NaN"]})
+        table = pd.read_csv(
+            csv,
+            dtype={"path": str, "verdict": str, "error": str},
+            keep_default_na=False,
+            na_values={"score": ["", "nan", "NaN"]},
+        )
     except Exception as exc:
         raise ReviewError(f"{csv}: cannot read ({str(exc).splitlines()[0][:160]})") from exc
     missing = [c for c in ("path", "score", "verdict") if c not in table.columns]
@@ -89,8 +93,9 @@ def load_scored_folder(folder: str | Path) -> ScoredRun:
 def sort_for_review(table: pd.DataFrame) -> pd.DataFrame:
     """Failures first, then errors, then passes; within each, highest score first."""
     rank = table["verdict"].map(VERDICT_ORDER).fillna(len(VERDICT_ORDER))
-    out = table.assign(_rank=rank).sort_values(["_rank", "score", "path"], ascending=[True, False, True],
-                                              na_position="last", kind="mergesort")
+    out = table.assign(_rank=rank).sort_values(
+        ["_rank", "score", "path"], ascending=[True, False, True], na_position="last", kind="mergesort"
+    )
     return out.drop(columns="_rank").reset_index(drop=True)
 
 
@@ -196,5 +201,8 @@ def load_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 def region_boxes(record: dict[str, Any] | None, scale: float) -> list[tuple[int, int, int, int]]:
     """A record's region boxes in a picture shrunk by `scale` (display / original)."""
     regions = (record or {}).get("regions") or []
-    return [(round(r["x"] * scale), round(r["y"] * scale), round(r["width"] * scale), round(r["height"] * scale))
-            for r in regions if isinstance(r, dict) and {"x", "y", "width", "height"} <= r.keys()]
+    return [
+        (round(r["x"] * scale), round(r["y"] * scale), round(r["width"] * scale), round(r["height"] * scale))
+        for r in regions
+        if isinstance(r, dict) and {"x", "y", "width", "height"} <= r.keys()
+    ]

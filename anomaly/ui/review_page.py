@@ -34,8 +34,9 @@ def _model_digest(path: str, mtime_ns: int) -> str:
 
 def run_context(run: review.ScoredRun) -> tuple[float | None, str, str]:
     """(threshold, model name, model digest) the run decided with."""
-    threshold = next((float(run.run[k]) for k in ("image_threshold", "threshold")
-                      if isinstance(run.run.get(k), (int, float))), None)
+    threshold = next(
+        (float(run.run[k]) for k in ("image_threshold", "threshold") if isinstance(run.run.get(k), (int, float))), None
+    )
     model = str(run.run.get("model") or "")
     digest = ""
     if model and Path(model).is_file():
@@ -47,8 +48,9 @@ def part_key(rel: str) -> str:
     return hashlib.sha1(rel.encode()).hexdigest()[:16]
 
 
-def pictures(run: review.ScoredRun, rel: str, view: str, opacity: float
-             ) -> tuple[Any, Any, str, tuple[int, int] | None, list[str]]:
+def pictures(
+    run: review.ScoredRun, rel: str, view: str, opacity: float
+) -> tuple[Any, Any, str, tuple[int, int] | None, list[str]]:
     """(original or None, chosen view or None, caption of the view, original size, notes)."""
     notes: list[str] = []
     original_path, overlay_path = review.original_image(run, rel), review.saved_overlay(run, rel)
@@ -71,7 +73,13 @@ def pictures(run: review.ScoredRun, rel: str, view: str, opacity: float
         if overlay is None:
             notes.append("No overlay was saved for this image (score with `--overlays` to keep them).")
             return base, base, "Original (no saved overlay)", original.size, notes
-        return base, blend(base, overlay.rgb, opacity), f"Heatmap (saved overlay at {opacity:.0%})", original.size, notes
+        return (
+            base,
+            blend(base, overlay.rgb, opacity),
+            f"Heatmap (saved overlay at {opacity:.0%})",
+            original.size,
+            notes,
+        )
     mask_path = review.saved_mask(run, rel)
     mask = review.load_mask(mask_path, base.shape[:2]) if mask_path else None
     if mask is not None:
@@ -82,8 +90,11 @@ def pictures(run: review.ScoredRun, rel: str, view: str, opacity: float
 
 
 def review_tab(operator: str) -> None:
-    folder = st.text_input("Output folder of `anomaly score`", key="review_folder",
-                           placeholder="/path/to/scored-output (contains results.csv)")
+    folder = st.text_input(
+        "Output folder of `anomaly score`",
+        key="review_folder",
+        placeholder="/path/to/scored-output (contains results.csv)",
+    )
     if not folder.strip():
         st.info("Enter the folder that `anomaly score` wrote (it contains results.csv). Failures are listed first.")
         return
@@ -103,8 +114,16 @@ def review_tab(operator: str) -> None:
     c[2].metric("Unreadable", counts["ERROR"])
     c[3].metric("PASS", counts["PASS"])
     c[4].metric("Reviewed", len(decisions), help=f"{done['overruled']} overruled; saved in {store.path}")
-    st.caption(" · ".join(p for p in (run.describe(), "verdicts as recorded by that run (the sidebar threshold "
-                                                     "applies to Inspect and Batch)") if p))
+    st.caption(
+        " · ".join(
+            p
+            for p in (
+                run.describe(),
+                "verdicts as recorded by that run (the sidebar threshold applies to Inspect and Batch)",
+            )
+            if p
+        )
+    )
     only_fail = st.toggle("Failures and errors only", key="review_only_fail")
     table = run.table[run.table["verdict"] != "PASS"].reset_index(drop=True) if only_fail else run.table
     if table.empty:
@@ -126,18 +145,32 @@ def review_table(table: pd.DataFrame, decisions: dict[str, dict[str, Any]], n: i
     """The run's rows with the current one highlighted; clicking a row opens it."""
     view = table[[c for c in widgets.TABLE_NAMES if c in table.columns]].rename(columns=widgets.TABLE_NAMES)
     view.insert(0, "#", range(1, len(view) + 1))
-    view.insert(len(view.columns) - 1, "Inspector",
-                [decisions.get(part_key(str(p)), {}).get("decision", "") for p in table["path"]])
+    view.insert(
+        len(view.columns) - 1,
+        "Inspector",
+        [decisions.get(part_key(str(p)), {}).get("decision", "") for p in table["path"]],
+    )
     current = int(st.session_state.get("review_pos", 1)) - 1
 
     def highlight(r: pd.Series) -> list[str]:
         return ["background-color:#dbe8ff;font-weight:700" if r.name == current else "" for _ in r]
 
     styled = view.style.apply(highlight, axis=1).map(widgets.verdict_style, subset=["Verdict"])
-    event = st.dataframe(styled, hide_index=True, width="stretch", height=min(320, 38 + 35 * n),
-                         column_config={**widgets.TABLE_COLUMNS, "Inspector": st.column_config.TextColumn(width=90),
-                                        "Error": st.column_config.TextColumn(width="medium")},
-                         key="review_table", placeholder="—", on_select="rerun", selection_mode="single-row")
+    event = st.dataframe(
+        styled,
+        hide_index=True,
+        width="stretch",
+        height=min(320, 38 + 35 * n),
+        column_config={
+            **widgets.TABLE_COLUMNS,
+            "Inspector": st.column_config.TextColumn(width=90),
+            "Error": st.column_config.TextColumn(width="medium"),
+        },
+        key="review_table",
+        placeholder="—",
+        on_select="rerun",
+        selection_mode="single-row",
+    )
     rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     # a click moves to that row once; afterwards the buttons and keys move freely
     if rows and rows != st.session_state.get("_review_clicked"):
@@ -149,18 +182,36 @@ def paging(n: int, where: str) -> int:
     """Previous / next (keys ← →, on the top row only: a shortcut belongs to one button)."""
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     top = where == "top"
-    c1.button("◀ Previous", key=f"review_prev_{where}", on_click=_step, args=(-1, n), width="stretch",
-              shortcut="Left" if top else None)
-    c2.button("Next ▶", key=f"review_next_{where}", on_click=_step, args=(1, n), width="stretch",
-              shortcut="Right" if top else None)
+    c1.button(
+        "◀ Previous",
+        key=f"review_prev_{where}",
+        on_click=_step,
+        args=(-1, n),
+        width="stretch",
+        shortcut="Left" if top else None,
+    )
+    c2.button(
+        "Next ▶",
+        key=f"review_next_{where}",
+        on_click=_step,
+        args=(1, n),
+        width="stretch",
+        shortcut="Right" if top else None,
+    )
     if top:
         return int(c3.number_input(f"Item # (of {n})", min_value=1, max_value=n, step=1, key="review_pos"))
     c3.caption(f"Item {int(st.session_state.get('review_pos', 1))} of {n}")
     return int(st.session_state.get("review_pos", 1))
 
 
-def review_card(run: review.ScoredRun, row: pd.Series, decisions: dict[str, dict[str, Any]],
-                store: feedback.DecisionStore, context: tuple[float | None, str, str], operator: str) -> None:
+def review_card(
+    run: review.ScoredRun,
+    row: pd.Series,
+    decisions: dict[str, dict[str, Any]],
+    store: feedback.DecisionStore,
+    context: tuple[float | None, str, str],
+    operator: str,
+) -> None:
     threshold, model, digest = context
     rel = str(row["path"])
     verdict = str(row["verdict"]) if str(row["verdict"]) in ("PASS", "FAIL") else "ERROR"
@@ -168,8 +219,11 @@ def review_card(run: review.ScoredRun, row: pd.Series, decisions: dict[str, dict
     with st.container(border=True, key="review_card"):
         head = widgets.card_head(rel, verdict)
         if verdict != "ERROR" and score == score:
-            head += widgets.score_gauge(float(score), float(threshold), verdict) if threshold is not None else \
-                f'<p class="score-line">Score <b>{float(score):.3f}</b></p>'
+            head += (
+                widgets.score_gauge(float(score), float(threshold), verdict)
+                if threshold is not None
+                else f'<p class="score-line">Score <b>{float(score):.3f}</b></p>'
+            )
         st.markdown(head, unsafe_allow_html=True)
         if verdict == "ERROR":  # the reason once; there is no picture to look for
             st.error(str(row.get("error") or "this image could not be scored"), icon=":material/error:")
@@ -177,8 +231,18 @@ def review_card(run: review.ScoredRun, row: pd.Series, decisions: dict[str, dict
         key = part_key(rel)
 
         def decide(decision: str | None, note: str) -> None:
-            store.record(key, rel, decision, verdict=verdict, score=float(score), threshold=threshold, model=model,  # type: ignore[arg-type]
-                         model_digest=digest, note=note, operator=operator)
+            store.record(
+                key,
+                rel,
+                decision,
+                verdict=verdict,
+                score=float(score),
+                threshold=threshold,
+                model=model,  # type: ignore[arg-type]
+                model_digest=digest,
+                note=note,
+                operator=operator,
+            )
 
         widgets.decision_controls(f"rv_{key}", verdict, decisions.get(key), decide, shortcuts=True)
         view, opacity = widgets.view_controls("review")
@@ -191,19 +255,36 @@ def review_card(run: review.ScoredRun, row: pd.Series, decisions: dict[str, dict
         for note in notes:
             st.caption(note)
         rec = review.records(run).get(rel) or {}
-        rows = [{"#": i + 1, "Position (x, y)": f"{r['x']}, {r['y']}", "Size": f"{r['width']} × {r['height']}",
-                 "Area (px)": r.get("area", ""), "Peak": round(float(r.get("peak", 0.0)), 3)}
-                for i, r in enumerate(rec.get("regions") or [])]
+        rows = [
+            {
+                "#": i + 1,
+                "Position (x, y)": f"{r['x']}, {r['y']}",
+                "Size": f"{r['width']} × {r['height']}",
+                "Area (px)": r.get("area", ""),
+                "Peak": round(float(r.get("peak", 0.0)), 3),
+            }
+            for i, r in enumerate(rec.get("regions") or [])
+        ]
         if rows:
-            st.markdown(f"**Defect regions ({len(rows)})**, original pixels" + widgets.regions_html(rows),
-                        unsafe_allow_html=True)
+            st.markdown(
+                f"**Defect regions ({len(rows)})**, original pixels" + widgets.regions_html(rows),
+                unsafe_allow_html=True,
+            )
         elif verdict == "FAIL":
-            st.caption(f"{int(row['regions'] or 0)} defect region(s); largest {int(row['largest_region_area'] or 0)} px "
-                       "(positions are in results.jsonl, not found here)")
+            st.caption(
+                f"{int(row['regions'] or 0)} defect region(s); largest {int(row['largest_region_area'] or 0)} px "
+                "(positions are in results.jsonl, not found here)"
+            )
 
 
-def exports(run: review.ScoredRun, table: pd.DataFrame, decisions: dict[str, dict[str, Any]],
-            store: feedback.DecisionStore, context: tuple[float | None, str, str], operator: str) -> None:
+def exports(
+    run: review.ScoredRun,
+    table: pd.DataFrame,
+    decisions: dict[str, dict[str, Any]],
+    store: feedback.DecisionStore,
+    context: tuple[float | None, str, str],
+    operator: str,
+) -> None:
     threshold, model, digest = context
     st.markdown("**Decisions and report**")
     scores = dict(zip(run.table["path"].astype(str), run.table["score"]))
@@ -211,8 +292,10 @@ def exports(run: review.ScoredRun, table: pd.DataFrame, decisions: dict[str, dic
     good = [scores.get(r["path"], float("nan")) for r in decisions.values() if r["decision"] == "good"]
     if threshold is not None and defect:
         new = feedback.suggest_threshold(defect, good, threshold)
-        st.caption(f"From {len(defect)} confirmed defect(s) and {len(good)} good part(s): suggested threshold "
-                   f"**{new:.3f}** (run: {threshold:.3f}). Re-score with `anomaly score --threshold {new:.3f}`.")
+        st.caption(
+            f"From {len(defect)} confirmed defect(s) and {len(good)} good part(s): suggested threshold "
+            f"**{new:.3f}** (run: {threshold:.3f}). Re-score with `anomaly score --threshold {new:.3f}`."
+        )
     c1, c2 = st.columns(2)
 
     def labelled() -> bytes:
@@ -223,10 +306,16 @@ def exports(run: review.ScoredRun, table: pd.DataFrame, decisions: dict[str, dic
                 images[key] = path.read_bytes()
         return feedback.labelled_zip(decisions, images, name=f"{run.folder.name}-labelled")
 
-    c1.download_button("Export labelled folder (ZIP)", labelled, file_name=f"{run.folder.name}-labelled.zip",
-                       mime="application/zip", key="review_dl_labelled", icon=":material/download:",
-                       disabled=not decisions, help="MVTec layout: test/good and test/defect, for "
-                       "`anomaly train --defects` and `anomaly evaluate`")
+    c1.download_button(
+        "Export labelled folder (ZIP)",
+        labelled,
+        file_name=f"{run.folder.name}-labelled.zip",
+        mime="application/zip",
+        key="review_dl_labelled",
+        icon=":material/download:",
+        disabled=not decisions,
+        help="MVTec layout: test/good and test/defect, for `anomaly train --defects` and `anomaly evaluate`",
+    )
 
     def html() -> bytes:
         fails = table[table["verdict"] == "FAIL"]
@@ -234,19 +323,45 @@ def exports(run: review.ScoredRun, table: pd.DataFrame, decisions: dict[str, dic
         for _, r in fails.iterrows():
             original, heat, _, size, _ = pictures(run, str(r["path"]), "heatmap", 0.6)
             outline = pictures(run, str(r["path"]), "outline", 0.6)[1]
-            panels = [(c, p) for c, p in (("Original", original), ("Heatmap", heat), ("Outline", outline)) if p is not None]
+            panels = [
+                (c, p) for c, p in (("Original", original), ("Heatmap", heat), ("Outline", outline)) if p is not None
+            ]
             rec = decisions.get(part_key(str(r["path"]))) or {}
             regions = (review.records(run).get(str(r["path"])) or {}).get("regions") or []
-            parts.append(report.ReportPart(str(r["path"]), float(r["score"]), panels,
-                                           [{k: g.get(k) for k in ("x", "y", "width", "height", "area")} for g in regions],
-                                           rec.get("decision", ""), rec.get("note", "")))
-        facts = [("Folder", str(run.folder)), ("Model", model), ("Model digest", digest or "unknown"),
-                 ("Threshold", f"{threshold:.3f}" if threshold is not None else "unknown"),
-                 ("Scored", str(run.run.get("started", "unknown"))), ("Report date", feedback.now()),
-                 ("Operator", operator or "—")]
-        return report.html_report(f"Inspection report: {run.folder.name}", facts, list(run.table["score"]),
-                                  list(run.table["verdict"]), threshold or 1.0, parts)
+            parts.append(
+                report.ReportPart(
+                    str(r["path"]),
+                    float(r["score"]),
+                    panels,
+                    [{k: g.get(k) for k in ("x", "y", "width", "height", "area")} for g in regions],
+                    rec.get("decision", ""),
+                    rec.get("note", ""),
+                )
+            )
+        facts = [
+            ("Folder", str(run.folder)),
+            ("Model", model),
+            ("Model digest", digest or "unknown"),
+            ("Threshold", f"{threshold:.3f}" if threshold is not None else "unknown"),
+            ("Scored", str(run.run.get("started", "unknown"))),
+            ("Report date", feedback.now()),
+            ("Operator", operator or "—"),
+        ]
+        return report.html_report(
+            f"Inspection report: {run.folder.name}",
+            facts,
+            list(run.table["score"]),
+            list(run.table["verdict"]),
+            threshold or 1.0,
+            parts,
+        )
 
-    c2.download_button("Download report (HTML)", html, file_name=f"{run.folder.name}-report.html", mime="text/html",
-                       key="review_dl_report", icon=":material/description:",
-                       help="Printable: summary, histogram, every failure with original, heatmap and outline")
+    c2.download_button(
+        "Download report (HTML)",
+        html,
+        file_name=f"{run.folder.name}-report.html",
+        mime="text/html",
+        key="review_dl_report",
+        icon=":material/description:",
+        help="Printable: summary, histogram, every failure with original, heatmap and outline",
+    )

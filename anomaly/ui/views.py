@@ -76,8 +76,15 @@ def fit_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(heatmap.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def compose(image: np.ndarray, heatmap: np.ndarray | None, mask: np.ndarray | None, pixel_threshold: float,
-            image_threshold: float, view: View = "heatmap", opacity: float = DEFAULT_OPACITY) -> np.ndarray:
+def compose(
+    image: np.ndarray,
+    heatmap: np.ndarray | None,
+    mask: np.ndarray | None,
+    pixel_threshold: float,
+    image_threshold: float,
+    view: View = "heatmap",
+    opacity: float = DEFAULT_OPACITY,
+) -> np.ndarray:
     """One view of a part at `image`'s resolution (uint8 RGB): the original; heat blended
     at `opacity` with outlines; or outlines only. Heatmap and mask are resized to fit."""
     shape = image.shape[:2]

@@ -50,7 +50,6 @@ h1 {{ padding-top:0; }}
 """
 
 
-
 # ----- small renderers ------------------------------------------------------------------
 def score_gauge(score: float, threshold: float, verdict: str) -> str:
     """Score against the threshold: the threshold mark sits in the middle of the bar."""
@@ -71,13 +70,22 @@ TABLE_COLUMNS = {
     "Image": st.column_config.TextColumn(width="medium"),
     "Score": st.column_config.NumberColumn(format="%.3f", width=80),
     "Verdict": st.column_config.TextColumn(width=80),
-    "Changed": st.column_config.CheckboxColumn(width=85, help="Verdict differs from the one at the calibrated threshold"),
+    "Changed": st.column_config.CheckboxColumn(
+        width=85, help="Verdict differs from the one at the calibrated threshold"
+    ),
     "Regions": st.column_config.NumberColumn(width=80),
     "Largest region (px)": st.column_config.NumberColumn(width=150),
     "Error": st.column_config.TextColumn(width="large"),
 }
-TABLE_NAMES = {"path": "Image", "score": "Score", "verdict": "Verdict", "changed": "Changed", "regions": "Regions",
-               "largest_region_area": "Largest region (px)", "error": "Error"}
+TABLE_NAMES = {
+    "path": "Image",
+    "score": "Score",
+    "verdict": "Verdict",
+    "changed": "Changed",
+    "regions": "Regions",
+    "largest_region_area": "Largest region (px)",
+    "error": "Error",
+}
 
 
 def verdict_style(v: str) -> str:
@@ -97,8 +105,10 @@ def facts_table(rows: list[tuple[str, str]]) -> str:
 def card_head(title: str, verdict: str, sub: str = "") -> str:
     """Name (and a detail line) on the left, the big PASS/FAIL/ERROR badge on the right."""
     sub_html = f'<p class="card-sub">{sub}</p>' if sub else ""
-    return (f'<div class="card-head"><div><p class="card-title">{html.escape(title)}</p>{sub_html}</div>'
-            f'<span class="verdict verdict-{verdict.lower()}">{verdict}</span></div>')
+    return (
+        f'<div class="card-head"><div><p class="card-title">{html.escape(title)}</p>{sub_html}</div>'
+        f'<span class="verdict verdict-{verdict.lower()}">{verdict}</span></div>'
+    )
 
 
 def regions_html(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -115,10 +125,20 @@ def view_controls(prefix: str) -> tuple[str, float]:
     """Which picture to show beside the original (heatmap | outline only | original) and
     the heat's opacity."""
     row = st.container(horizontal=True, vertical_alignment="bottom")
-    view = row.segmented_control("Show beside the original", list(VIEWS), default="heatmap", key=f"{prefix}_view",
-                                 format_func=lambda v: VIEW_LABELS[v], width="content") or "heatmap"
-    opacity = row.slider("Heat opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"{prefix}_opacity",
-                         disabled=view != "heatmap", width=220)
+    view = (
+        row.segmented_control(
+            "Show beside the original",
+            list(VIEWS),
+            default="heatmap",
+            key=f"{prefix}_view",
+            format_func=lambda v: VIEW_LABELS[v],
+            width="content",
+        )
+        or "heatmap"
+    )
+    opacity = row.slider(
+        "Heat opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"{prefix}_opacity", disabled=view != "heatmap", width=220
+    )
     return str(view), float(opacity)
 
 
@@ -129,15 +149,22 @@ def decision_badge(rec: Mapping[str, Any] | None, verdict: str) -> str:
     kind = "confirmed" if ok else "overruled" if ok is False else "unsure"
     word = {"confirmed": "confirmed", "overruled": "overruled", "unsure": "unsure"}[kind]
     note = f" · {html.escape(rec['note'])}" if rec.get("note") else ""
-    return (f'<span class="decision decision-{kind}" data-decision="{rec["decision"]}">Inspector: '
-            f'{rec["decision"]} ({word}){note}</span>')
+    return (
+        f'<span class="decision decision-{kind}" data-decision="{rec["decision"]}">Inspector: '
+        f"{rec['decision']} ({word}){note}</span>"
+    )
 
 
 SHORTCUTS = {"confirm": "Y", "defect": "D", "good": "G", "unsure": "U"}
 
 
-def decision_controls(key: str, verdict: str, current: Mapping[str, Any] | None,
-                      decide: Callable[[str | None, str], None], shortcuts: bool = False) -> None:
+def decision_controls(
+    key: str,
+    verdict: str,
+    current: Mapping[str, Any] | None,
+    decide: Callable[[str | None, str], None],
+    shortcuts: bool = False,
+) -> None:
     """Confirm the verdict, or overrule it (defect / good / unsure), with a note. `decide`
     gets (decision or None to undo, note); it runs in the button's callback, before the
     page is drawn again, so the page shows the decision at once."""
@@ -153,8 +180,15 @@ def decision_controls(key: str, verdict: str, current: Mapping[str, Any] | None,
     confirm = model_verdict_decision(verdict)
     sc = SHORTCUTS if shortcuts else {}
     if confirm:
-        row.button(f"Confirm {verdict}", key=f"{key}_confirm", on_click=cb, args=(confirm,), type="primary",
-                   shortcut=sc.get("confirm"), icon=":material/check:")
+        row.button(
+            f"Confirm {verdict}",
+            key=f"{key}_confirm",
+            on_click=cb,
+            args=(confirm,),
+            type="primary",
+            shortcut=sc.get("confirm"),
+            icon=":material/check:",
+        )
     for d in DECISIONS:
         label = {"defect": "Defect", "good": "Good", "unsure": "Unsure"}[d]
         row.button(label, key=f"{key}_{d}", on_click=cb, args=(d,), shortcut=sc.get(d))
