@@ -102,8 +102,21 @@ def folder_rate(v: Variant, short: Path, long: Path, n_short: int, n_long: int, 
     for folder in (short, long):
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
-        code, s, _ = anomaly_cli("score", folder, "--model", v.path, "--out", out, "--overlays", "--quiet",
-                                 "--threads", str(threads), "--backend", v.backend, check=False)
+        code, s, _ = anomaly_cli(
+            "score",
+            folder,
+            "--model",
+            v.path,
+            "--out",
+            out,
+            "--overlays",
+            "--quiet",
+            "--threads",
+            str(threads),
+            "--backend",
+            v.backend,
+            check=False,
+        )
         if code not in (0, 1):  # 1: defects found, as expected on the samples
             sys.exit(f"error: anomaly score --backend {v.backend} exited {code}")
         seconds.append(s)
@@ -132,8 +145,12 @@ def export_int8(model_dir: Path, calibration: Path | None, work: Path) -> Path:
     """An INT8 file of a model folder, written into the scratch folder."""
     out = work / f"{model_dir.name}_int8.onnx"
     extra = ["--calibration-images", str(calibration)] if calibration else []
-    proc = subprocess.run([sys.executable, "-m", "anomaly", "export", str(model_dir), "--out", str(out), "--int8", *extra],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly", "export", str(model_dir), "--out", str(out), "--int8", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.exit(f"error: INT8 export of {model_dir} failed:\n{proc.stderr[-2000:]}")
     return out
@@ -149,21 +166,51 @@ def openvino_installed() -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=Path, action="append", help="exported model, float or INT8 (repeatable; default "
-                   "models/default.onnx)")
-    p.add_argument("--int8-from", type=Path, action="append", default=[], metavar="MODEL_DIR",
-                   help="also time an INT8 export of this model folder, written for this run (repeatable)")
-    p.add_argument("--calibration-images", type=Path, default=None, metavar="DIR",
-                   help="--int8-from: the folder the model was trained on (default: the one it names)")
-    p.add_argument("--backends", default=None, help="comma-separated: onnxruntime,openvino (default: both when "
-                   "OpenVINO is installed, else onnxruntime)")
-    p.add_argument("--evaluate", type=Path, action="append", default=[], metavar="DATA",
-                   help="also evaluate every file trained on a folder of this name on this labelled folder")
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        action="append",
+        help="exported model, float or INT8 (repeatable; default models/default.onnx)",
+    )
+    p.add_argument(
+        "--int8-from",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MODEL_DIR",
+        help="also time an INT8 export of this model folder, written for this run (repeatable)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--int8-from: the folder the model was trained on (default: the one it names)",
+    )
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated: onnxruntime,openvino (default: both when OpenVINO is installed, else onnxruntime)",
+    )
+    p.add_argument(
+        "--evaluate",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DATA",
+        help="also evaluate every file trained on a folder of this name on this labelled folder",
+    )
     p.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend")
     p.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
     p.add_argument("--b8-runs", type=int, default=20, help="timed batch-8 calls per round")
-    p.add_argument("--images", type=int, nargs=2, default=[64, 320], metavar=("SHORT", "LONG"),
-                   help="images in the short and the long folder-scoring run")
+    p.add_argument(
+        "--images",
+        type=int,
+        nargs=2,
+        default=[64, 320],
+        metavar=("SHORT", "LONG"),
+        help="images in the short and the long folder-scoring run",
+    )
     p.add_argument("--no-folder", action="store_true", help="skip folder scoring")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="few calls, small folders: a smoke run, not a measurement")
@@ -187,29 +234,41 @@ def main() -> None:
                 v.timings["b8"].append(batch_throughput(v, 8, a.b8_runs, a.threads))
                 if not a.no_folder:
                     v.timings["folder"].append(folder_rate(v, short, long, *a.images, a.threads, work))
-        evaluations = {(v.path, v.backend, d): accuracy(v, d, work) for d in a.evaluate for v in variants
-                       if v.train_data == d.name}
+        evaluations = {
+            (v.path, v.backend, d): accuracy(v, d, work) for d in a.evaluate for v in variants if v.train_data == d.name
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    base = {v.train_data: float(np.median(v.timings["b1"])) for v in reversed(variants)
-            if v.backend == "onnxruntime" and v.precision == "fp32"}
-    print("| model | precision | backend | batch-1 ms (median) | batch-1 ms (p99) | x fp32 | batch-8 images/s | "
-          "folder scoring images/s | folder / raw |\n|---|---|---|---|---|---|---|---|---|")
+    base = {
+        v.train_data: float(np.median(v.timings["b1"]))
+        for v in reversed(variants)
+        if v.backend == "onnxruntime" and v.precision == "fp32"
+    }
+    print(
+        "| model | precision | backend | batch-1 ms (median) | batch-1 ms (p99) | x fp32 | batch-8 images/s | "
+        "folder scoring images/s | folder / raw |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for v in variants:
         b1, b8 = float(np.median(v.timings["b1"])), float(np.median(v.timings["b8"]))
         folder = float(np.median(v.timings["folder"])) if v.timings["folder"] else float("nan")
         ref = base.get(v.train_data)
         speedup = f"{ref / b1:.2f}" if ref else "-"
-        print(f"| {v.name} | {v.precision} | {v.backend} | {b1:.1f} | {np.median(v.timings['p99']):.1f} | {speedup} | "
-              f"{b8:.1f} | {folder:.1f} | {folder / b8:.0%} |")
+        print(
+            f"| {v.name} | {v.precision} | {v.backend} | {b1:.1f} | {np.median(v.timings['p99']):.1f} | {speedup} | "
+            f"{b8:.1f} | {folder:.1f} | {folder / b8:.0%} |"
+        )
     if evaluations:
-        print("\n| model | precision | backend | data | image AUROC | pixel AUROC | AUPRO | F1 shipped |\n"
-              "|---|---|---|---|---|---|---|---|")
+        print(
+            "\n| model | precision | backend | data | image AUROC | pixel AUROC | AUPRO | F1 shipped |\n"
+            "|---|---|---|---|---|---|---|---|"
+        )
         for v in variants:
             for d in a.evaluate:
                 if (r := evaluations.get((v.path, v.backend, d))) is not None:
-                    print(f"| {v.name} | {v.precision} | {v.backend} | {d.name} | {r['image_auroc']:.3f} | "
-                          f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['image_f1']:.3f} |")
+                    print(
+                        f"| {v.name} | {v.precision} | {v.backend} | {d.name} | {r['image_auroc']:.3f} | "
+                        f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['image_f1']:.3f} |"
+                    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def tiny_feature_model(tiny_dataset: Path):
 
     threads = torch.get_num_threads()
     try:
-        det = Detector(ModelConfig(image_size=64, memory_size=128),
-                       TrainConfig(epochs=1, head_epochs=1, batch_size=8, threads=1))
+        det = Detector(
+            ModelConfig(image_size=64, memory_size=128), TrainConfig(epochs=1, head_epochs=1, batch_size=8, threads=1)
+        )
         det.fit(tiny_dataset, progress=False)
     finally:
         torch.set_num_threads(threads)
@@ -58,8 +59,9 @@ def test_int8_export_is_sealed_recalibrated_and_agrees(tiny_feature_model, tiny_
 
 
 @pytest.mark.slow
-def test_refit_on_the_float_graph_reproduces_training_calibration(tiny_feature_model, tiny_dataset: Path,
-                                                                  tmp_path: Path) -> None:
+def test_refit_on_the_float_graph_reproduces_training_calibration(
+    tiny_feature_model, tiny_dataset: Path, tmp_path: Path
+) -> None:
     """The re-fit is training's calibration, only on another graph's raw maps: on the float
     graph it must give back the trained constants."""
     import onnx

@@ -30,13 +30,16 @@ from anomaly.inspection.overlays import overlay
 from anomaly.inspection.regions import Region, mask_and_regions
 
 
-def chosen_thresholds(defaults: tuple[float, float], image_threshold: float | None = None,
-                      pixel_threshold: float | None = None) -> tuple[float, float]:
+def chosen_thresholds(
+    defaults: tuple[float, float], image_threshold: float | None = None, pixel_threshold: float | None = None
+) -> tuple[float, float]:
     """(image, pixel) thresholds to decide with: each one given, else its default (a
     model's calibrated one). The one rule for every caller, so a run, its records and the
     dashboard never disagree about which threshold applied."""
-    return (defaults[0] if image_threshold is None else float(image_threshold),
-            defaults[1] if pixel_threshold is None else float(pixel_threshold))
+    return (
+        defaults[0] if image_threshold is None else float(image_threshold),
+        defaults[1] if pixel_threshold is None else float(pixel_threshold),
+    )
 
 
 @dataclass
@@ -113,8 +116,9 @@ class _OpenVINO:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise ModuleNotFoundError("backend 'openvino' needs the 'openvino' extra: pip install 'anomaly[openvino]'",
-                                      name="openvino") from exc
+            raise ModuleNotFoundError(
+                "backend 'openvino' needs the 'openvino' extra: pip install 'anomaly[openvino]'", name="openvino"
+            ) from exc
         import io
 
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -134,8 +138,9 @@ class _OpenVINO:
 
 
 class Inspector:
-    def __init__(self, model_path: str | Path, threads: int | None = None, spin: bool = True,
-                 backend: Backend = "onnxruntime") -> None:
+    def __init__(
+        self, model_path: str | Path, threads: int | None = None, spin: bool = True, backend: Backend = "onnxruntime"
+    ) -> None:
         """threads: ORT intra-op threads (None: one per core). spin=False makes idle
         inference threads sleep instead of busy-waiting: slightly slower alone, faster
         when other threads of the process (decoding, drawing) need the same cores.
@@ -169,8 +174,10 @@ class Inspector:
         inputs = self.session.get_inputs()
         outputs = [o.name for o in self.session.get_outputs()]
         if len(inputs) != 1 or outputs != list(OUTPUT_NAMES):
-            raise ModelFileError(f"{path}: the model has inputs {[i.name for i in inputs]} and outputs {outputs}; "
-                                 f"an inspection model has one input and the outputs {list(OUTPUT_NAMES)}")
+            raise ModelFileError(
+                f"{path}: the model has inputs {[i.name for i in inputs]} and outputs {outputs}; "
+                f"an inspection model has one input and the outputs {list(OUTPUT_NAMES)}"
+            )
 
     @property
     def image_threshold(self) -> float:
@@ -180,7 +187,9 @@ class Inspector:
     def pixel_threshold(self) -> float:
         return self.info.pixel_threshold
 
-    def thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> tuple[float, float]:
+    def thresholds(
+        self, image_threshold: float | None = None, pixel_threshold: float | None = None
+    ) -> tuple[float, float]:
         """The thresholds a call decides with: the given ones, else the model's calibrated ones."""
         return chosen_thresholds((self.image_threshold, self.pixel_threshold), image_threshold, pixel_threshold)
 
@@ -198,8 +207,10 @@ class Inspector:
         heatmap over the image itself, padding excluded). Images as `inspect` takes them."""
         maps, scores = [], []
         for i in range(0, len(images), batch_size):
-            prepared = [prepare(to_internal(img, f"image {i + k}"), *self.info.grid)
-                        for k, img in enumerate(images[i : i + batch_size])]
+            prepared = [
+                prepare(to_internal(img, f"image {i + k}"), *self.info.grid)
+                for k, img in enumerate(images[i : i + batch_size])
+            ]
             for group in call_groups([layout.views for _, layout in prepared], batch_size):
                 batch, layouts = stack([prepared[k] for k in group], self.info.input_size)
                 out, _ = self.run(batch)
@@ -224,7 +235,10 @@ class Inspector:
         return out
 
     def inspect(
-        self, image: np.ndarray | str | os.PathLike, image_threshold: float | None = None, pixel_threshold: float | None = None
+        self,
+        image: np.ndarray | str | os.PathLike,
+        image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
     ) -> Inspection:
         """One image: a path to an image file, or an array (`imageio.to_internal`):
 

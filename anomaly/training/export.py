@@ -17,9 +17,10 @@ import onnx
 import torch
 
 from anomaly import __version__
-from anomaly.training.detector import Detector
 from anomaly.contract import FORMAT, FORMAT_KEY, INPUT_NAME, OUTPUT_NAMES, RESIZE_TEXT, seal_file, seal_placeholder
 from anomaly.errors import ModelFileError
+from anomaly.training.detector import Detector
+
 
 def metadata_for(det: Detector) -> dict[str, str]:
     """All metadata values are strings (ONNX requires it); numbers as decimal text."""

@@ -48,10 +48,12 @@ from anomaly.training.export import export_onnx
 from anomaly.training.model import edge_rings
 
 QUANTIZATION_KEY = "quantization"
-QUANTIZATION_TEXT = ("int8 static QDQ (onnxruntime.quantization): learnt multi-channel convolutions with their "
-                     "activations and residual additions; per-channel symmetric int8 weights, uint8 activations "
-                     "(MinMax on training images); normalisation, memory search, residuals, smoothing and "
-                     "calibration in float32; calibration re-fitted on the quantised model's held-out scores")
+QUANTIZATION_TEXT = (
+    "int8 static QDQ (onnxruntime.quantization): learnt multi-channel convolutions with their "
+    "activations and residual additions; per-channel symmetric int8 weights, uint8 activations "
+    "(MinMax on training images); normalisation, memory search, residuals, smoothing and "
+    "calibration in float32; calibration re-fitted on the quantised model's held-out scores"
+)
 RAW_OUTPUT = "raw_map_for_calibration"
 # Images whose activation ranges set the int8 scales; more adds calibration time for
 # ranges that MinMax has already seen.
@@ -85,9 +87,11 @@ def calibration_folder(det: Detector, given: str | Path | None) -> Path:
     name = str(det.summary.get("data", "") or "")
     if name and Path(name).is_dir():
         return Path(name)
-    raise DatasetError(f"INT8 export needs the good images the model was trained on, to set the int8 ranges and "
-                       f"re-fit the thresholds; the model names its training folder '{name or '?'}', which is not "
-                       "found from here: pass --calibration-images DIR")
+    raise DatasetError(
+        f"INT8 export needs the good images the model was trained on, to set the int8 ranges and "
+        f"re-fit the thresholds; the model names its training folder '{name or '?'}', which is not "
+        "found from here: pass --calibration-images DIR"
+    )
 
 
 def split_like_training(det: Detector, folder: Path) -> tuple[list[Path], list[Path]]:
@@ -97,7 +101,9 @@ def split_like_training(det: Detector, folder: Path) -> tuple[list[Path], list[P
     dataset = find_dataset(folder)
     train_paths = sample_training(dataset.train, tc.max_train_images, tc.seed)
     if dataset.validation:
-        hold_limit = max(tc.min_holdout, round(tc.max_train_images * tc.holdout_fraction)) if tc.max_train_images > 0 else 0
+        hold_limit = (
+            max(tc.min_holdout, round(tc.max_train_images * tc.holdout_fraction)) if tc.max_train_images > 0 else 0
+        )
         return train_paths, sample_training(dataset.validation, hold_limit, tc.seed)
     return split_holdout(train_paths, tc.holdout_fraction, tc.min_holdout, tc.seed)
 
@@ -124,7 +130,8 @@ def heavy_nodes(model: onnx.ModelProto) -> list[str]:
             sources = [producer.get(i) for i in n.input if i and i not in inits]
             from_chosen = [s is not None and s.name in chosen for s in sources]
             if (n.op_type in ("Clip", "Relu") and from_chosen[:1] == [True]) or (
-                    n.op_type == "Add" and len(sources) == 2 and all(from_chosen)):
+                n.op_type == "Add" and len(sources) == 2 and all(from_chosen)
+            ):
                 chosen.add(n.name)
                 grown = True
     return sorted(chosen)
@@ -157,15 +164,19 @@ def _tail(model: onnx.ModelProto) -> _Tail:
         return _Tail(tensor, chain[3][1], chain[2][1], chain[1][1], chain[0][1])
     if ops[:2] == ["Div", "Sub"] and len(ops) == 2:
         return _Tail(tensor, None, None, chain[1][1], chain[0][1])
-    raise ModelFileError(f"cannot find the calibration at the end of the graph (found {ops}); "
-                         "INT8 export supports graphs written by `anomaly export`")
+    raise ModelFileError(
+        f"cannot find the calibration at the end of the graph (found {ops}); "
+        "INT8 export supports graphs written by `anomaly export`"
+    )
 
 
 def _set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     for i, t in enumerate(model.graph.initializer):
         if t.name == name:
             old = numpy_helper.to_array(t)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.asarray(value, old.dtype).reshape(old.shape), name))
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(np.asarray(value, old.dtype).reshape(old.shape), name)
+            )
             return
     raise ModelFileError(f"no initializer {name}")
 
@@ -190,8 +201,11 @@ class _Reader:
 
     def __init__(self, views: Sequence[np.ndarray], input_name: str) -> None:
         self._batches: Iterator[dict[str, np.ndarray]] = iter(
-            [{input_name: np.stack([v.transpose(2, 0, 1) for v in views[i : i + _BATCH]]).astype(np.float32)}
-             for i in range(0, len(views), _BATCH)])
+            [
+                {input_name: np.stack([v.transpose(2, 0, 1) for v in views[i : i + _BATCH]]).astype(np.float32)}
+                for i in range(0, len(views), _BATCH)
+            ]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -209,7 +223,9 @@ def _views(det: Detector, paths: Sequence[Path]) -> tuple[list[np.ndarray], list
     return images, views, layouts
 
 
-def _scores(session: ort.InferenceSession, det: Detector, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+def _scores(
+    session: ort.InferenceSession, det: Detector, images: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Calibrated heatmaps at working detail and image scores, as `Detector.score` gives them."""
     prepared = [prepare(img, *det.model_config.grid) for img in images]
     maps = _run(session, [v for views, _ in prepared for v in views], OUTPUT_NAMES[0])
@@ -217,8 +233,13 @@ def _scores(session: ort.InferenceSession, det: Detector, images: Sequence[np.nd
     return [m for m, _ in pairs], np.array([s for _, s in pairs])
 
 
-def refit_calibration(model: onnx.ModelProto, det: Detector, hold_images: Sequence[np.ndarray],
-                      hold_views: Sequence[np.ndarray], hold_layouts: Sequence[Layout]) -> Calibration:
+def refit_calibration(
+    model: onnx.ModelProto,
+    det: Detector,
+    hold_images: Sequence[np.ndarray],
+    hold_views: Sequence[np.ndarray],
+    hold_layouts: Sequence[Layout],
+) -> Calibration:
     """Re-fit the graph's calibration constants (in place) on its own raw maps of the
     held-out good images, as `Detector.calibrate` and `calibrate_with_synthetic` do on
     the float model; returns the new calibration."""
@@ -229,29 +250,44 @@ def refit_calibration(model: onnx.ModelProto, det: Detector, hold_images: Sequen
     raw = _run(_session(probe), hold_views, tail.raw)
     size = det.model_config.image_size
     if tail.edge_center is not None and tail.edge_scale is not None:
-        valid = np.concatenate([np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
-                                for layout in hold_layouts]) > 0.5
+        valid = (
+            np.concatenate(
+                [
+                    np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
+                    for layout in hold_layouts
+                ]
+            )
+            > 0.5
+        )
         rings = edge_rings(size)
         centre, scale = edge_profile(raw, valid, rings, band=size // 8)
         raw = (raw - centre[rings]) / scale[rings]
         _set_initializer(model, tail.edge_center, centre[rings])
         _set_initializer(model, tail.edge_scale, scale[rings])
     crops = [layout.content(views) for views, layout in zip(per_image(list(raw), list(hold_layouts)), hold_layouts)]
-    cal = calibrate(np.array([c.max() for c in crops]), np.concatenate([c.ravel() for c in crops]),
-                    det.train_config.target_false_reject)
+    cal = calibrate(
+        np.array([c.max() for c in crops]),
+        np.concatenate([c.ravel() for c in crops]),
+        det.train_config.target_false_reject,
+    )
     _set_initializer(model, tail.center, np.float32(cal.map_center))
     _set_initializer(model, tail.scale, np.float32(cal.map_scale))
     old = det.calibration
     if old is not None and old.f1_source == "synthetic":
         # the same painted defects as training's synthetic F1 thresholds (same seed and settings)
-        settings = DefectSettings(**old.synthetic_defects) if old.synthetic_defects else DefectSettings(
-            scale_range=(0.01, 0.1), probability=1.0)
+        settings = (
+            DefectSettings(**old.synthetic_defects)
+            if old.synthetic_defects
+            else DefectSettings(scale_range=(0.01, 0.1), probability=1.0)
+        )
         rng = np.random.default_rng(det.train_config.seed)
-        painted = [random_defect(img, rng, kinds=settings.kinds, scale_range=settings.scale_range)[:2] for img in hold_images]
+        painted = [
+            random_defect(img, rng, kinds=settings.kinds, scale_range=settings.scale_range)[:2] for img in hold_images
+        ]
         maps, scores = _scores(_session(model), det, list(hold_images) + [p[0] for p in painted])
         labels = np.array([False] * len(hold_images) + [True] * len(painted))
         cal.image_threshold_f1 = float(f1_operating_threshold(labels, scores)[0])
-        cal.pixel_threshold_f1 = float(pixel_f1_threshold([p[1] for p in painted], maps[len(hold_images):])[0])
+        cal.pixel_threshold_f1 = float(pixel_f1_threshold([p[1] for p in painted], maps[len(hold_images) :])[0])
         cal.f1_source, cal.synthetic_defects = "synthetic", settings.to_dict()
     # labelled F1 thresholds (--defects) cannot be re-fitted without those images: dropped, not left stale
     return cal
@@ -261,13 +297,15 @@ def _metadata(fp32: onnx.ModelProto, det: Detector, cal: Calibration) -> dict[st
     meta = {p.key: p.value for p in fp32.metadata_props}
     for key in ("image_threshold_f1", "pixel_threshold_f1", "f1_source"):
         meta.pop(key, None)
-    meta.update({
-        "image_threshold": repr(float(cal.image_threshold)),
-        "pixel_threshold": repr(float(cal.pixel_threshold)),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": json.dumps({"model": det.describe()["model"], "calibration": cal.to_dict()}),
-        QUANTIZATION_KEY: QUANTIZATION_TEXT,
-    })
+    meta.update(
+        {
+            "image_threshold": repr(float(cal.image_threshold)),
+            "pixel_threshold": repr(float(cal.pixel_threshold)),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": json.dumps({"model": det.describe()["model"], "calibration": cal.to_dict()}),
+            QUANTIZATION_KEY: QUANTIZATION_TEXT,
+        }
+    )
     if cal.image_threshold_f1 is not None:
         meta["image_threshold_f1"] = repr(float(cal.image_threshold_f1))
         if cal.f1_source:
@@ -279,8 +317,12 @@ def _metadata(fp32: onnx.ModelProto, det: Detector, cal: Calibration) -> dict[st
     return meta
 
 
-def export_int8(det: Detector, out_path: str | Path, data: str | Path | None = None,
-                calibration_count: int = DEFAULT_CALIBRATION_COUNT) -> Int8Report:
+def export_int8(
+    det: Detector,
+    out_path: str | Path,
+    data: str | Path | None = None,
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT,
+) -> Int8Report:
     """Write the model as one sealed INT8 ONNX file (see the module doc). `data`: the
     folder of good images it was trained on (default: the one the model names)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -306,9 +348,15 @@ def export_int8(det: Detector, out_path: str | Path, data: str | Path | None = N
         quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
         pre = onnx.load(str(pre_path))
         quantize_static(
-            str(pre_path), str(q_path), _Reader(fit_views, pre.graph.input[0].name),
-            quant_format=QuantFormat.QDQ, nodes_to_quantize=heavy_nodes(pre), per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            str(pre_path),
+            str(q_path),
+            _Reader(fit_views, pre.graph.input[0].name),
+            quant_format=QuantFormat.QDQ,
+            nodes_to_quantize=heavy_nodes(pre),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
         )
         model = onnx.load(str(q_path))
         cal = refit_calibration(model, det, hold_images, hold_views, hold_layouts)
