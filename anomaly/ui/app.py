@@ -261,13 +261,13 @@ def summary_metrics(frame: pd.DataFrame) -> None:
 def upload_decider(
     store: feedback.DecisionStore, item: logic.Item, insp: Inspection, data: bytes, ctx: logic.ExportContext
 ):
-    def decide(decision: str | None, note: str) -> None:
+    def decide(decision: feedback.Decision | None, note: str) -> None:
         store.record(
             item.digest,
             item.name,
             decision,
             verdict=insp.verdict,
-            score=insp.score,  # type: ignore[arg-type]
+            score=insp.score,
             threshold=ctx.threshold,
             model=ctx.model,
             model_digest=ctx.model_digest,

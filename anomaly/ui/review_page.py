@@ -230,7 +230,7 @@ def review_card(
             return
         key = part_key(rel)
 
-        def decide(decision: str | None, note: str) -> None:
+        def decide(decision: feedback.Decision | None, note: str) -> None:
             store.record(
                 key,
                 rel,
@@ -238,7 +238,7 @@ def review_card(
                 verdict=verdict,
                 score=float(score),
                 threshold=threshold,
-                model=model,  # type: ignore[arg-type]
+                model=model,
                 model_digest=digest,
                 note=note,
                 operator=operator,

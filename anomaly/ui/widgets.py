@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from anomaly.ui import logic
-from anomaly.ui.feedback import DECISIONS, agrees, model_verdict_decision
+from anomaly.ui.feedback import DECISIONS, Decision, agrees, model_verdict_decision
 from anomaly.ui.views import DEFAULT_OPACITY, VIEW_LABELS, VIEWS
 
 CSS = f"""
@@ -162,7 +162,7 @@ def decision_controls(
     key: str,
     verdict: str,
     current: Mapping[str, Any] | None,
-    decide: Callable[[str | None, str], None],
+    decide: Callable[[Decision | None, str], None],
     shortcuts: bool = False,
 ) -> None:
     """Confirm the verdict, or overrule it (defect / good / unsure), with a note. `decide`
@@ -172,7 +172,7 @@ def decision_controls(
     if note_key not in st.session_state:
         st.session_state[note_key] = (current or {}).get("note", "")
 
-    def cb(decision: str | None) -> None:
+    def cb(decision: Decision | None) -> None:
         decide(decision, str(st.session_state.get(note_key, "")))
 
     st.markdown(decision_badge(current, verdict), unsafe_allow_html=True)
