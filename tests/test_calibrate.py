@@ -27,12 +27,18 @@ def test_threshold_keeps_the_target_rate_with_only_a_few_held_out_parts():
 
     rng = np.random.default_rng(2)
     sigma, target = 0.3, 0.01
-    rates = [1.0 - NormalDist(0.0, sigma).cdf(np.log(upper_threshold(rng.lognormal(0.0, sigma, size=4), target)))
-             for _ in range(4000)]
+    rates = [
+        1.0 - NormalDist(0.0, sigma).cdf(np.log(upper_threshold(rng.lognormal(0.0, sigma, size=4), target)))
+        for _ in range(4000)
+    ]
     assert 0.005 < np.mean(rates) < 0.015
-    plain = [1.0 - NormalDist().cdf(NormalDist().inv_cdf(1 - target) * np.std(np.log(x), ddof=1) / sigma
-                                    + np.mean(np.log(x)) / sigma)
-             for x in rng.lognormal(0.0, sigma, size=(4000, 4))]
+    plain = [
+        1.0
+        - NormalDist().cdf(
+            NormalDist().inv_cdf(1 - target) * np.std(np.log(x), ddof=1) / sigma + np.mean(np.log(x)) / sigma
+        )
+        for x in rng.lognormal(0.0, sigma, size=(4000, 4))
+    ]
     assert np.mean(plain) > 0.04  # what a plain normal quantile of the fit would reject
 
 
@@ -110,3 +116,17 @@ def test_edge_calibration_never_raises_a_ring_or_flattens_a_calm_centre():
     calm_centre = (1.0 + 0.1 * rng.standard_normal(shape) * np.where(rings >= 48, 0.3, 1.0)).astype(np.float32)
     _, scale = _profile(calm_centre)
     assert np.all(scale < 1.15)
+
+
+def test_decision_threshold_is_capped_by_painted_defects_but_not_below_the_false_reject_floor():
+    from anomaly.training.calibrate import decision_threshold, upper_threshold
+
+    good = np.random.default_rng(0).lognormal(-1.5, 0.3, 5)  # few scores: a loose good-only bound
+    high, low = upper_threshold(good, 0.01), upper_threshold(good, 0.03)
+    t, how, _ = decision_threshold(good, np.full(10, 10 * high), 0.01)
+    assert t == high and how == "good scores"  # painted defects far above: nothing to gain
+    mid = 0.5 * (low + high)
+    t, how, levels = decision_threshold(good, np.full(10, mid), 0.01)
+    assert t == mid and how == "painted defects" and levels["good_bound"] == high
+    t, how, _ = decision_threshold(good, np.full(10, good.min()), 0.01)
+    assert t == low  # painted defects that look like good parts never push it into them

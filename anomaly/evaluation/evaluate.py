@@ -65,8 +65,9 @@ def _downsample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(a.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray | None], maps: list[np.ndarray],
-                 threshold: float) -> dict[str, Any]:
+def _metrics_for(
+    labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray | None], maps: list[np.ndarray], threshold: float
+) -> dict[str, Any]:
     pred = scores >= threshold
     out: dict[str, Any] = {
         "count": int(labels.size),
@@ -81,6 +82,23 @@ def _metrics_for(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray 
     out["pixel_auroc"] = metrics.pixel_auroc(masks, maps) if has_defect_pixels else None
     out["pixel_aupro"] = metrics.aupro(masks, maps, fpr_limit=0.3) if has_defect_pixels else None
     return out
+
+
+def verdict_summary(confusion: dict[str, int], f1: float, best_f1: float | None) -> dict[str, Any]:
+    """What an inspector sees at the shipped threshold: defects caught and good parts
+    rejected (n of N), the F1 of those verdicts, and beside it the best F1 any threshold
+    reaches on this test set (an oracle: how much the threshold, not the ranking, costs)."""
+    c = confusion
+    defects, good = c["tp"] + c["fn"], c["fp"] + c["tn"]
+    return {
+        "defects_caught": c["tp"],
+        "defects": defects,
+        "good_rejected": c["fp"],
+        "good": good,
+        "good_rejected_rate": c["fp"] / good if good else None,
+        "f1": f1,
+        "best_f1": best_f1,
+    }
 
 
 def evaluate(
@@ -110,30 +128,42 @@ def evaluate(
         (hm,), (sc,) = scorer.score([img])
         shape = _eval_shape(*img.shape[:2], eval_size, grid)
         maps.append(_downsample(hm, shape))
-        masks.append(None if s.mask_unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5)
+        masks.append(
+            None if s.mask_unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5
+        )
         scores.append(float(sc))
         kept.append(s)
     without_mask = [str(s.path) for s in kept if s.mask_unknown]
     if without_mask:
-        log.warning("%d defect image(s) have no ground-truth mask (e.g. %s); they count for the image metrics only",
-                    len(without_mask), without_mask[0])
+        log.warning(
+            "%d defect image(s) have no ground-truth mask (e.g. %s); they count for the image metrics only",
+            len(without_mask),
+            without_mask[0],
+        )
     labels = np.array([s.is_defective for s in kept])
     score_arr = np.array(scores)
     thr = float(scorer.image_threshold)
-    result: dict[str, Any] = {"data": str(Path(data).resolve()), "image_threshold": thr,
-                              "pixel_threshold": float(scorer.pixel_threshold),
-                              "eval_grid": f"longest side {eval_size}" if eval_size else
-                              ("model working grid" if grid else f"longest side {DEFAULT_EVAL_SIZE}"),
-                              "skipped": errors,
-                              "without_mask": without_mask}
+    result: dict[str, Any] = {
+        "data": str(Path(data).resolve()),
+        "image_threshold": thr,
+        "pixel_threshold": float(scorer.pixel_threshold),
+        "eval_grid": f"longest side {eval_size}"
+        if eval_size
+        else ("model working grid" if grid else f"longest side {DEFAULT_EVAL_SIZE}"),
+        "skipped": errors,
+        "without_mask": without_mask,
+    }
     result.update(_metrics_for(labels, score_arr, masks, maps, thr))
     best_thr, best_f1 = metrics.best_f1_threshold(labels, score_arr) if 0 < labels.sum() < labels.size else (None, None)
     result["best_image_f1"] = {"threshold": best_thr, "f1": best_f1, "note": "oracle: chosen on this test set"}
+    result["verdicts"] = verdict_summary(result["confusion"], result["image_f1"], best_f1)
     per_defect: dict[str, Any] = {}
     good = [i for i, s in enumerate(kept) if not s.is_defective]
     for defect in sorted({s.defect for s in kept if s.is_defective}):
         idx = good + [i for i, s in enumerate(kept) if s.defect == defect]
-        per_defect[defect] = _metrics_for(labels[idx], score_arr[idx], [masks[i] for i in idx], [maps[i] for i in idx], thr)
+        per_defect[defect] = _metrics_for(
+            labels[idx], score_arr[idx], [masks[i] for i in idx], [maps[i] for i in idx], thr
+        )
     result["per_defect"] = per_defect
     result["scores"] = [{"path": str(s.path), "defect": s.defect, "score": round(sc, 6)} for s, sc in zip(kept, scores)]
     if report_dir is not None:
@@ -141,8 +171,15 @@ def evaluate(
     return result
 
 
-def write_report(out: Path, scorer: Scorer, samples: list[TestSample], labels: np.ndarray, scores: np.ndarray,
-                 per_type: int, reconstruct=None) -> None:
+def write_report(
+    out: Path,
+    scorer: Scorer,
+    samples: list[TestSample],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    per_type: int,
+    reconstruct=None,
+) -> None:
     """PNG panels (input | reconstruction | heatmap overlay | ground truth) for a few
     images of each type, and the image-level ROC curve."""
     out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +218,13 @@ def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
     ax.plot(fpr, tpr, lw=2, label=f"AUROC {metrics.roc_auc(labels, scores):.3f}")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false positive rate (good parts rejected)", ylabel="true positive rate (defects found)",
-           title="Image-level ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate (good parts rejected)",
+        ylabel="true positive rate (defects found)",
+        title="Image-level ROC",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)

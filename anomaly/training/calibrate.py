@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import t as student_t
 
+# The most good parts a shipped threshold may reject on average: the lower end of the
+# range in which painted defects may move it below the good-only bound.
+MAX_FALSE_REJECT = 0.03
+
 
 @dataclass
 class Calibration:
@@ -32,6 +36,9 @@ class Calibration:
     pixel_threshold_f1: float | None = None
     f1_source: str | None = None  # "synthetic" (painted defects) or "labelled" (--defects)
     synthetic_defects: dict | None = None  # generator settings, when f1_source is synthetic
+    good_count: int = 0  # good scores the image threshold was set on (held-out + out-of-fold)
+    threshold_from: str | None = None  # which bound set the shipped image threshold (decision_threshold)
+    threshold_levels: dict | None = None  # the levels it was chosen from, on the calibrated scale
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +58,34 @@ def upper_threshold(good_scores: np.ndarray, false_reject: float) -> float:
     t = float(student_t.ppf(q, df=n - 1))
     fitted = float(np.exp(logs.mean() + t * logs.std(ddof=1) * np.sqrt(1.0 + 1.0 / n)))
     return max(fitted, empirical)
+
+
+def decision_threshold(
+    good_scores: np.ndarray, painted_scores: np.ndarray, false_reject: float, max_false_reject: float = MAX_FALSE_REJECT
+) -> tuple[float, str, dict[str, float]]:
+    """The image threshold to ship, on the scale of the scores, which bound set it, and
+    the levels it was chosen from (for the model file: a threshold should be explainable).
+
+    The good-only bound (`upper_threshold` at `false_reject`) is safe for good parts but,
+    from few good scores, it can sit far above them, where real defects that rank
+    perfectly still pass. Obvious defects painted on held-out good parts cap it: the
+    threshold is never above the median painted score (the level at which half of them
+    are caught; the median, because some paintings barely change a part and score like
+    it). The cap never pushes it below the good-only bound at `max_false_reject`, so on
+    average no more good parts than that are rejected."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    painted = np.asarray(painted_scores, dtype=np.float64)
+    high = upper_threshold(good, false_reject)
+    levels = {"largest_good": float(good.max()), "good_bound": high}
+    if painted.size == 0:
+        return high, "good scores", levels
+    cap = levels["painted_median"] = float(np.median(painted))
+    low = levels["good_bound_at_max_false_reject"] = min(upper_threshold(good, max_false_reject), high)
+    if cap >= high:
+        return high, "good scores", levels
+    if cap <= low:
+        return low, f"good scores at {max_false_reject:.0%} false rejects", levels
+    return cap, "painted defects", levels
 
 
 def calibrate(

@@ -39,11 +39,15 @@ from anomaly.inspection.imageio import read_image
 from anomaly.inspection.layout import Layout, heatmaps_and_scores, limit_detail, per_image, prepare
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.allocator import keep_freed_memory
-from anomaly.training.calibrate import Calibration, calibrate, edge_profile
+from anomaly.training.calibrate import Calibration, calibrate, decision_threshold, edge_profile
 from anomaly.training.fit import to_tensor, train
 from anomaly.training.model import InspectionModule, separable_blur
+from anomaly.training.networks import PatchMemory
 
 CONFIG_FILE = "config.json"
+OUT_OF_FOLD_IMAGES = 120  # training images scored leave-one-out for calibration (their spread, not every image)
+OBVIOUS_DEFECTS = (0.05, 0.2)  # scale range of the painted defects a shipped threshold must catch
+PAINTED_FOR_THRESHOLD = 40  # about this many painted held-out images (at least one per image)
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -57,8 +61,9 @@ class Detector:
         self.summary: dict[str, Any] = {}
 
     # ----- learning -----------------------------------------------------------------
-    def fit(self, data: str | Path, progress: bool = True, defects: str | Path | None = None,
-            fine_tune_head: bool = False) -> Detector:
+    def fit(
+        self, data: str | Path, progress: bool = True, defects: str | Path | None = None, fine_tune_head: bool = False
+    ) -> Detector:
         """Train on the good images of a folder (plain or MVTec `train/good`), holding
         out part of them to stop early and to calibrate thresholds; an MVTec-style
         folder's `validation/good` images, if there are any, are held out instead. Held-out
@@ -75,19 +80,34 @@ class Detector:
         if fine_tune_head and defects is None:
             raise ValueError("fine-tuning the head needs labelled defects (a defects folder)")
         if fine_tune_head and self.module.head is None:
-            raise ValueError(f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head")
+            raise ValueError(
+                f"{defects}: fine-tuning on real defects needs the feature model with its segmentation head"
+            )
         labelled = self._load_labelled(defects) if defects is not None else None
-        real = ([pair for img, defective, mask in labelled if defective and mask is not None
-                 for pair in self._fit_pair(img, mask)] or None if fine_tune_head and labelled else None)
+        real = (
+            [
+                pair
+                for img, defective, mask in labelled
+                if defective and mask is not None
+                for pair in self._fit_pair(img, mask)
+            ]
+            or None
+            if fine_tune_head and labelled
+            else None
+        )
         dataset = find_dataset(data)
         tc = self.train_config
         train_paths = sample_training(dataset.train, tc.max_train_images, tc.seed)
         if dataset.validation:  # good images the user set apart: independent of the training ones
             if len(dataset.validation) < tc.min_holdout:
-                raise DatasetError(f"{dataset.root / 'validation' / 'good'}: {len(dataset.validation)} images; "
-                                   f"calibration needs at least {tc.min_holdout}")
+                raise DatasetError(
+                    f"{dataset.root / 'validation' / 'good'}: {len(dataset.validation)} images; "
+                    f"calibration needs at least {tc.min_holdout}"
+                )
             # as many as the held-out share of max_train_images: they are kept at up to 4x detail
-            hold_limit = max(tc.min_holdout, round(tc.max_train_images * tc.holdout_fraction)) if tc.max_train_images > 0 else 0
+            hold_limit = (
+                max(tc.min_holdout, round(tc.max_train_images * tc.holdout_fraction)) if tc.max_train_images > 0 else 0
+            )
             fit_paths, hold_paths = train_paths, sample_training(dataset.validation, hold_limit, tc.seed)
         else:
             fit_paths, hold_paths = split_holdout(train_paths, tc.holdout_fraction, tc.min_holdout, tc.seed)
@@ -96,11 +116,14 @@ class Detector:
         # because synthetic calibration paints its defects on them, but at no more than
         # 4x the detail the model sees (`limit_detail`).
         fit_views: list[np.ndarray] = []
+        fit_layouts: list[Layout] = []  # one per training image; its views are consecutive in fit_views
         fit_ok: list[Path] = []
         sizes_seen: set[tuple[int, int]] = set()
         reading = tqdm(fit_paths, desc="reading", unit="img", disable=not progress, leave=False)
         for path, img in iter_images(reading):
-            fit_views.extend(self._fit(img)[0])
+            views, layout = self._fit(img)
+            fit_views.extend(views)
+            fit_layouts.append(layout)
             fit_ok.append(path)
             sizes_seen.add(img.shape[:2])
         hold_raw: list[np.ndarray] = []
@@ -115,9 +138,16 @@ class Detector:
         hold_views = [view for views, _ in hold_prepared for view in views]
         history = train(self.module, fit_views, hold_views, tc, progress=progress, real_defects=real)
         self.calibrate(hold_views, [layout for _, layout in hold_prepared])
+        good_scores = np.concatenate(
+            [self.score(hold_raw)[1], self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources)]
+        )
+        self.set_decision_threshold(good_scores, hold_raw)
         if labelled:
-            self.calibrate_with_defects(hold_raw + [x[0] for x in labelled], [False] * len(hold_raw) + [x[1] for x in labelled],
-                                        [*(np.zeros(img.shape[:2], bool) for img in hold_raw), *(x[2] for x in labelled)])
+            self.calibrate_with_defects(
+                hold_raw + [x[0] for x in labelled],
+                [False] * len(hold_raw) + [x[1] for x in labelled],
+                [*(np.zeros(img.shape[:2], bool) for img in hold_raw), *(x[2] for x in labelled)],
+            )
         else:
             self.calibrate_with_synthetic(hold_raw)
         sizes = sorted({f"{w}x{h}" for h, w in sizes_seen})
@@ -138,16 +168,29 @@ class Detector:
             "train_seconds": round(history.seconds, 1),
             "final_val_loss": history.val_loss[history.best_epoch] if history.val_loss else None,
             # the synthetic defects the feature autoencoder (and head) trained on
-            "synthetic_training": (DefectSettings(probability=tc.synthetic_fraction).to_dict()
-                                   if self.model_config.kind == "feature_ae" else None),
+            "synthetic_training": (
+                DefectSettings(probability=tc.synthetic_fraction).to_dict()
+                if self.model_config.kind == "feature_ae"
+                else None
+            ),
             "perceptual_weight": tc.perceptual_weight if self.model_config.kind in ("ae", "vae") else None,
             "adversarial_weight": tc.adversarial_weight if self.model_config.kind in ("ae", "vae") else None,
             "head_final_loss": history.head_loss[-1] if history.head_loss else None,
-            "patch_memory": (self.model_config.memory_size
-                             if self.module.memory is not None or self.model_config.kind == "patch_memory" else None),
-            "labelled_defects": ({"folder": str(Path(defects).resolve()), "images": len(labelled),
-                                  "defective": sum(x[1] for x in labelled), "head_fine_tuned": bool(real)}
-                                 if labelled else None),
+            "patch_memory": (
+                self.model_config.memory_size
+                if self.module.memory is not None or self.model_config.kind == "patch_memory"
+                else None
+            ),
+            "labelled_defects": (
+                {
+                    "folder": str(Path(defects).resolve()),
+                    "images": len(labelled),
+                    "defective": sum(x[1] for x in labelled),
+                    "head_fine_tuned": bool(real),
+                }
+                if labelled
+                else None
+            ),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project_version": __version__,
         }
@@ -168,7 +211,10 @@ class Detector:
                 continue
             mask = load_mask(sample, image.shape[:2])
             if kept is not image:
-                mask = cv2.resize(mask.astype(np.float32), (kept.shape[1], kept.shape[0]), interpolation=cv2.INTER_AREA) > 0
+                mask = (
+                    cv2.resize(mask.astype(np.float32), (kept.shape[1], kept.shape[0]), interpolation=cv2.INTER_AREA)
+                    > 0
+                )
             out.append((kept, sample.is_defective, mask))
         if not any(defective for _, defective, _ in out):
             raise DatasetError(f"{folder}: no defect images (test/<defect>/... or test_public/bad/...)")
@@ -185,7 +231,10 @@ class Detector:
     @torch.no_grad()
     def _raw_maps(self, fitted: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
         self.module.eval()
-        out = [self.module.raw_map(to_tensor(fitted[i : i + batch_size])).numpy()[:, 0] for i in range(0, len(fitted), batch_size)]
+        out = [
+            self.module.raw_map(to_tensor(fitted[i : i + batch_size])).numpy()[:, 0]
+            for i in range(0, len(fitted), batch_size)
+        ]
         return np.concatenate(out)
 
     @torch.no_grad()
@@ -221,8 +270,15 @@ class Detector:
         """Fit the module's per-ring edge calibration on held-out raw maps (image pixels
         only, not letterbox padding) and return the maps with it applied."""
         m = self.module
-        valid = np.concatenate([np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
-                                for layout in layouts]) > 0.5
+        valid = (
+            np.concatenate(
+                [
+                    np.stack(layout.cut(np.ones((layout.original_h, layout.original_w), np.float32)))
+                    for layout in layouts
+                ]
+            )
+            > 0.5
+        )
         rings = m.edge_ring.numpy()
         centre, scale = edge_profile(maps, valid, rings, band=self.model_config.image_size // 8)
         m.edge_center.copy_(torch.from_numpy(centre))
@@ -252,14 +308,78 @@ class Detector:
         scale = np.float32(levels)  # the module divides by its float32 buffer
         return levels, smoothed[0] / scale[0] + smoothed[1] / scale[1]
 
-    def calibrate_with_synthetic(self, good_images: list[np.ndarray], settings: DefectSettings | None = None) -> Calibration:
+    @torch.no_grad()
+    def out_of_fold_scores(
+        self,
+        fit_views: list[np.ndarray],
+        layouts: list[Layout],
+        sources: np.ndarray | None,
+        limit: int = OUT_OF_FOLD_IMAGES,
+    ) -> np.ndarray:
+        """Calibrated scores of training images, each scored against the patch memory
+        without the patches it contributed: a leave-one-image-out estimate of how new
+        good parts score, so a small set gives many good scores, not only the held-out
+        few. The autoencoder part stays in-sample (it is early-stopped on the held-out
+        loss and reconstructs held-out parts about as well). Empty without a memory.
+        At most `limit` images (a seeded random subset) keep the cost bounded."""
+        memory = self.module.memory if self.module.memory is not None else self.module.net
+        if sources is None or not isinstance(memory, PatchMemory):
+            return np.zeros(0)
+        starts = np.cumsum([0] + [layout.views for layout in layouts])
+        owner = np.searchsorted(starts, sources, side="right") - 1  # memory row -> training image
+        rng = np.random.default_rng(self.train_config.seed)
+        chosen = sorted(rng.choice(len(layouts), size=min(limit, len(layouts)), replace=False))
+        saved = memory.memory.clone(), memory.memory_sqnorm.clone()
+        scores = []
+        try:
+            for i in chosen:
+                own = torch.from_numpy(owner == i)
+                # rows of image i can never be a nearest patch: far away on the search keys and in full
+                memory.memory[own] = 1e3
+                memory.memory_sqnorm[own] = 1e30
+                out, _ = self.module(to_tensor(fit_views[starts[i] : starts[i + 1]]))
+                scores.append(float(layouts[i].content(list(out.numpy()[:, 0])).max()))
+                memory.memory.copy_(saved[0])
+                memory.memory_sqnorm.copy_(saved[1])
+        finally:
+            memory.memory.copy_(saved[0])
+            memory.memory_sqnorm.copy_(saved[1])
+        return np.array(scores)
+
+    @torch.no_grad()
+    def set_decision_threshold(self, good_scores: np.ndarray, good_images: list[np.ndarray]) -> Calibration:
+        """Move the shipped image threshold (see calibrate.decision_threshold) and rescale
+        the model so that it stays at 1.0 on the calibrated scale."""
+        assert self.calibration is not None
+        rng = np.random.default_rng(self.train_config.seed + 1)
+        copies = max(1, PAINTED_FOR_THRESHOLD // max(len(good_images), 1))
+        painted = [
+            random_defect(img, rng, scale_range=OBVIOUS_DEFECTS)[0] for img in good_images for _ in range(copies)
+        ]
+        threshold, how, levels = decision_threshold(
+            good_scores, self.score(painted)[1], self.train_config.target_false_reject
+        )
+        cal, m = self.calibration, self.module
+        cal.map_scale *= threshold
+        m.map_scale.fill_(cal.map_scale)
+        cal.pixel_threshold = float(np.clip(cal.pixel_threshold / threshold, 0.05, 1.0))
+        m.pixel_threshold.fill_(cal.pixel_threshold)
+        cal.good_count, cal.threshold_from = len(good_scores), how
+        cal.threshold_levels = {k: round(v / threshold, 4) for k, v in levels.items()}
+        return cal
+
+    def calibrate_with_synthetic(
+        self, good_images: list[np.ndarray], settings: DefectSettings | None = None
+    ) -> Calibration:
         """F1-optimal thresholds with no labelled defects: paint one synthetic defect
         (exact mask) on a copy of each held-out good image and pick the thresholds that
         best separate them from the untouched originals. Stored next to the calibrated
         thresholds, with the generator's settings."""
         settings = settings or DefectSettings(scale_range=(0.01, 0.1), probability=1.0)
         rng = np.random.default_rng(self.train_config.seed)
-        painted = [random_defect(img, rng, kinds=settings.kinds, scale_range=settings.scale_range)[:2] for img in good_images]
+        painted = [
+            random_defect(img, rng, kinds=settings.kinds, scale_range=settings.scale_range)[:2] for img in good_images
+        ]
         images = list(good_images) + [p[0] for p in painted]
         labels = [False] * len(good_images) + [True] * len(painted)
         masks = [np.zeros(img.shape[:2], bool) for img in good_images] + [p[1] for p in painted]
@@ -267,8 +387,9 @@ class Detector:
         cal.f1_source, cal.synthetic_defects = "synthetic", settings.to_dict()
         return cal
 
-    def calibrate_with_defects(self, images: list[np.ndarray], labels: list[bool],
-                               masks: list[np.ndarray | None]) -> Calibration:
+    def calibrate_with_defects(
+        self, images: list[np.ndarray], labels: list[bool], masks: list[np.ndarray | None]
+    ) -> Calibration:
         """F1-optimal image and pixel thresholds from labelled images (good and defective),
         offered next to the false-reject ones; they do not replace them. Defects without
         a mask (None) count for the image threshold only."""
@@ -346,7 +467,9 @@ class Detector:
         folder = Path(folder)
         cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         if not folder.is_dir():
-            raise ModelFileError(f"{folder}: not a model folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+            raise ModelFileError(
+                f"{folder}: not a model folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})"
+            )
         if not cfg_path.is_file() or not weights.is_file():
             raise ModelFileError(f"{folder}: not a model folder (missing {CONFIG_FILE} or {WEIGHTS_FILE})")
         try:
@@ -360,7 +483,9 @@ class Detector:
             raise ModelFileError(f"{folder}: cannot load model ({exc})") from exc
         missing = [k for k in missing if not k.startswith("features.")]
         if missing or unexpected:
-            raise ModelFileError(f"{folder}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ModelFileError(
+                f"{folder}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         if meta.get("calibration"):
             det.calibration = Calibration(**meta["calibration"])
         det.summary = meta.get("summary", {})
@@ -368,4 +493,8 @@ class Detector:
         return det
 
     def describe(self) -> dict[str, Any]:
-        return {"model": asdict(self.model_config), "calibration": self.calibration.to_dict() if self.calibration else None, **self.summary}
+        return {
+            "model": asdict(self.model_config),
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            **self.summary,
+        }

@@ -18,10 +18,10 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from anomaly.config import TrainConfig, settle
+from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.allocator import keep_freed_memory, release_freed_memory
 from anomaly.training.augment import augment, augment_pair
-from anomaly.config import ModelConfig, TrainConfig, settle
-from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.model import InspectionModule
 from anomaly.training.networks import PatchMemory
 from anomaly.training.sharpening import PatchAdversary, PerceptualLoss
@@ -36,6 +36,9 @@ class TrainHistory:
     seconds: float = 0.0
     head_loss: list[float] = field(default_factory=list)
     fine_tune_loss: list[float] = field(default_factory=list)
+    # which training view each remembered patch came from (memory row -> view index), so
+    # calibration can score a training image against the memory without its own patches
+    memory_sources: np.ndarray | None = None
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -117,8 +120,14 @@ def feature_copies(cfg: TrainConfig, n_images: int) -> int:
 
 
 @torch.no_grad()
-def build_feature_bank(module: InspectionModule, images: list[np.ndarray], cfg: TrainConfig,
-                       defects: DefectSettings, rng: np.random.Generator, progress: bool = True) -> FeatureBank:
+def build_feature_bank(
+    module: InspectionModule,
+    images: list[np.ndarray],
+    cfg: TrainConfig,
+    defects: DefectSettings,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> FeatureBank:
     copies = feature_copies(cfg, len(images))
     grid = module.cfg.image_size // module.cfg.feature_stride
     inputs: list[torch.Tensor] = []
@@ -156,12 +165,17 @@ def build_feature_bank(module: InspectionModule, images: list[np.ndarray], cfg: 
 
 def _features_of(module: InspectionModule, images: list[np.ndarray], batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([module.standardized_features(to_tensor(images[i : i + batch_size]))
-                          for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [
+                module.standardized_features(to_tensor(images[i : i + batch_size]))
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
 
-def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: TrainConfig,
-                            rng: np.random.Generator, progress: bool = True) -> list[float]:
+def train_segmentation_head(
+    module: InspectionModule, bank: FeatureBank, cfg: TrainConfig, rng: np.random.Generator, progress: bool = True
+) -> list[float]:
     """Train the head (autoencoder frozen) to predict each bank row's defect mask from
     the residual the autoencoder leaves on it: cross-entropy plus soft Dice, because
     defect cells are a small minority. An epoch is every painted row plus as many
@@ -172,8 +186,10 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
     painted, clean = bank.painted_and_clean()
     per_epoch = 2 * min(len(painted), len(clean))
     if per_epoch == 0:
-        raise ValueError("the segmentation head needs both painted and clean views; raise synthetic_fraction "
-                         f"(now {cfg.synthetic_fraction}) or train without the head")
+        raise ValueError(
+            "the segmentation head needs both painted and clean views; raise synthetic_fraction "
+            f"(now {cfg.synthetic_fraction}) or train without the head"
+        )
     optimizer = torch.optim.AdamW(module.head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = cfg.head_epochs * math.ceil(per_epoch / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
@@ -181,8 +197,9 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
     bar = tqdm(range(cfg.head_epochs), desc="segmentation head", unit="epoch", disable=not progress)
     for _ in bar:
         half = per_epoch // 2
-        order = rng.permutation(np.concatenate([rng.choice(painted, half, replace=False),
-                                                rng.choice(clean, half, replace=False)]))
+        order = rng.permutation(
+            np.concatenate([rng.choice(painted, half, replace=False), rng.choice(clean, half, replace=False)])
+        )
         running = 0.0
         for i in range(0, len(order), cfg.batch_size):
             f, _, mask = bank.batch(order[i : i + cfg.batch_size])
@@ -194,7 +211,9 @@ def train_segmentation_head(module: InspectionModule, bank: FeatureBank, cfg: Tr
     return losses
 
 
-def _head_step(module: InspectionModule, optimizer: torch.optim.Optimizer, f: torch.Tensor, mask: torch.Tensor) -> float:
+def _head_step(
+    module: InspectionModule, optimizer: torch.optim.Optimizer, f: torch.Tensor, mask: torch.Tensor
+) -> float:
     """One optimiser step of the head on features and their defect masks (grid cells)."""
     assert module.head is not None
     with torch.no_grad():
@@ -213,8 +232,14 @@ def _head_step(module: InspectionModule, optimizer: torch.optim.Optimizer, f: to
 REAL_DEFECT_VIEWS = 16  # augmented views of each labelled real defect for fine-tuning
 
 
-def fine_tune_head(module: InspectionModule, bank: FeatureBank, real: list[tuple[np.ndarray, np.ndarray]],
-                   cfg: TrainConfig, rng: np.random.Generator, progress: bool = True) -> list[float]:
+def fine_tune_head(
+    module: InspectionModule,
+    bank: FeatureBank,
+    real: list[tuple[np.ndarray, np.ndarray]],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> list[float]:
     """A handful of labelled real defects (image, mask at the working size) teach the
     head their look. Each becomes REAL_DEFECT_VIEWS augmented views (the mask moves
     with the image), and every epoch mixes them with as many painted and clean bank
@@ -239,8 +264,12 @@ def fine_tune_head(module: InspectionModule, bank: FeatureBank, real: list[tuple
     # an epoch here is a few steps (the real views plus twice as many bank rows): 3x the passes
     bar = tqdm(range(3 * cfg.head_epochs), desc="fine-tuning head on real defects", unit="epoch", disable=not progress)
     for _ in bar:
-        bank_rows = np.concatenate([rng.choice(painted, min(n, len(painted)), replace=False),
-                                    rng.choice(clean, min(n, len(clean)), replace=False)])
+        bank_rows = np.concatenate(
+            [
+                rng.choice(painted, min(n, len(painted)), replace=False),
+                rng.choice(clean, min(n, len(clean)), replace=False),
+            ]
+        )
         # rows >= 0 are bank rows, rows < 0 are real views (-1 - k)
         order = rng.permutation(np.concatenate([bank_rows, -1 - np.arange(n)]))
         running = 0.0
@@ -324,7 +353,7 @@ def train_feature_model(
     del bank  # the memory's candidates need the room
     release_freed_memory()
     if module.memory is not None:
-        fill_patch_memory(module, module.memory, fit_images, cfg, rng, progress)
+        history.memory_sources = fill_patch_memory(module, module.memory, fit_images, cfg, rng, progress)
     module.eval()
     history.seconds = time.perf_counter() - start
     return history
@@ -362,34 +391,52 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int, projection_dim: 
 
 
 @torch.no_grad()
-def fill_patch_memory(module: InspectionModule, memory: PatchMemory, fit_images: list[np.ndarray], cfg: TrainConfig,
-                      rng: np.random.Generator, progress: bool = True) -> None:
+def fill_patch_memory(
+    module: InspectionModule,
+    memory: PatchMemory,
+    fit_images: list[np.ndarray],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> np.ndarray:
     """Remember a greedy coreset of the neighbourhood-averaged patch features of every
     training image and, with augmentation on, of feature_copies - 1 augmented views of
     each (default 1), so a part placed a little differently is still normal. The
-    feature statistics must already be set."""
+    feature statistics must already be set. Returns the index of the training view
+    each memory row came from (see memory_sources)."""
     copies = cfg.feature_copies if cfg.feature_copies > 0 else 2
     jobs = [(j, c > 0) for c in range(copies) for j in range(len(fit_images))]
     grid = module.cfg.image_size // module.cfg.feature_stride
     keep = min(1.0, MAX_MEMORY_CANDIDATES / (len(jobs) * grid * grid))
     chunks: list[torch.Tensor] = []
+    sources: list[np.ndarray] = []
     bar = tqdm(total=len(jobs), desc="patch memory", unit="img", disable=not progress)
     for i in range(0, len(jobs), cfg.batch_size):
-        views = [augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j]
-                 for j, augmented in jobs[i : i + cfg.batch_size]]
+        views = [
+            augment(fit_images[j], cfg.augment, rng) if augmented else fit_images[j]
+            for j, augmented in jobs[i : i + cfg.batch_size]
+        ]
         p = module.inner(memory.patches(module.standardized_features(to_tensor(views))))
+        cells = p.shape[2] * p.shape[3]
         p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
+        source = np.repeat([j for j, _ in jobs[i : i + cfg.batch_size]], cells)
         if keep < 1.0:
-            p = p[torch.from_numpy(rng.random(p.shape[0]) < keep)]
+            kept = rng.random(p.shape[0]) < keep
+            p, source = p[torch.from_numpy(kept)], source[kept]
         chunks.append(p)
+        sources.append(source)
         bar.update(len(views))
     bar.close()
     candidates = torch.cat(chunks)
-    memory.remember(candidates[greedy_coreset(candidates, memory.memory.shape[0], cfg.seed)])
+    chosen = greedy_coreset(candidates, memory.memory.shape[0], cfg.seed)
+    memory.remember(candidates[chosen])
+    # remember() repeats rows when there are fewer candidates than memory rows
+    return np.concatenate(sources)[chosen.numpy()][np.arange(memory.memory.shape[0]) % len(chosen)]
 
 
-def train_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], cfg: TrainConfig,
-                       progress: bool = True) -> TrainHistory:
+def train_patch_memory(
+    module: InspectionModule, fit_images: list[np.ndarray], cfg: TrainConfig, progress: bool = True
+) -> TrainHistory:
     """The patch memory family's "training": feature statistics, then the memory."""
     assert isinstance(module.net, PatchMemory)
     rng = set_seed(cfg.seed)
@@ -397,9 +444,9 @@ def train_patch_memory(module: InspectionModule, fit_images: list[np.ndarray], c
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     feature_statistics(module, fit_images, cfg.batch_size)
-    fill_patch_memory(module, module.net, fit_images, cfg, rng, progress)
+    sources = fill_patch_memory(module, module.net, fit_images, cfg, rng, progress)
     module.eval()
-    history = TrainHistory()
+    history = TrainHistory(memory_sources=sources)
     history.seconds = time.perf_counter() - start
     return history
 
@@ -423,8 +470,10 @@ def train(
     keep_freed_memory()  # reuse activations' memory instead of faulting in new pages each batch
     if module.features is not None:
         if cfg.perceptual_weight > 0 or cfg.adversarial_weight > 0:
-            raise ValueError("the perceptual and adversarial terms are for pixel autoencoders (ae, vae); the "
-                             "feature models already compare ImageNet features")
+            raise ValueError(
+                "the perceptual and adversarial terms are for pixel autoencoders (ae, vae); the "
+                "feature models already compare ImageNet features"
+            )
         if module.cfg.kind == "patch_memory":
             return train_patch_memory(module, fit_images, cfg, progress)
         if module.head is not None and cfg.synthetic_fraction <= 0:
