@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-
 # Fixtures that train a model: a test that uses one is slow (`pytest -m "not slow"` skips it).
 TRAINING_FIXTURES = {"tiny_onnx"}
 

@@ -12,8 +12,8 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from anomaly.evaluation.metrics import (
     aupro,
     best_f1_threshold,
-    f1_operating_threshold,
     confusion,
+    f1_operating_threshold,
     f1_score,
     pixel_auroc,
     pixel_f1_threshold,

@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig, from_dict
+from anomaly.training.fit import greedy_coreset, train
 from anomaly.training.model import InspectionModule
 from anomaly.training.networks import PatchMemory
-from anomaly.training.fit import greedy_coreset, train
 
 pytestmark = pytest.mark.slow  # trains models
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly.synthetic import demo as synth
 from anomaly.inspection.imageio import read_image, read_mask
+from anomaly.synthetic import demo as synth
 
 SMALL = dict(size=96, n_train=3, n_test_good=2, n_per_defect=2)
 

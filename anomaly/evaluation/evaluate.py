@@ -49,8 +49,9 @@ def model_grid(scorer: object) -> tuple[int, str, int] | None:
     """(working size, fit mode, tiles) of an ONNX Inspector (`info`) or a Detector
     (`model_config`); None for another scorer."""
     for holder in (getattr(scorer, "info", None), getattr(scorer, "model_config", None)):
-        if hasattr(holder, "grid"):
-            return holder.grid
+        grid = getattr(holder, "grid", None)
+        if grid is not None:
+            return grid
     return None
 
 
@@ -76,11 +77,11 @@ def _metrics_for(
         "image_f1": metrics.f1_score(labels, pred),
         "confusion": metrics.confusion(labels, pred),
     }
-    known = [i for i, m in enumerate(masks) if m is not None]
-    masks, maps = [masks[i] for i in known], [maps[i] for i in known]
-    has_defect_pixels = any(m.any() for m in masks)
-    out["pixel_auroc"] = metrics.pixel_auroc(masks, maps) if has_defect_pixels else None
-    out["pixel_aupro"] = metrics.aupro(masks, maps, fpr_limit=0.3) if has_defect_pixels else None
+    known = [(m, mp) for m, mp in zip(masks, maps) if m is not None]
+    known_masks, known_maps = [m for m, _ in known], [mp for _, mp in known]
+    has_defect_pixels = any(m.any() for m in known_masks)
+    out["pixel_auroc"] = metrics.pixel_auroc(known_masks, known_maps) if has_defect_pixels else None
+    out["pixel_aupro"] = metrics.aupro(known_masks, known_maps, fpr_limit=0.3) if has_defect_pixels else None
     return out
 
 
@@ -126,7 +127,7 @@ def evaluate(
             log.warning("skipped %s", exc)
             continue
         (hm,), (sc,) = scorer.score([img])
-        shape = _eval_shape(*img.shape[:2], eval_size, grid)
+        shape = _eval_shape(img.shape[0], img.shape[1], eval_size, grid)
         maps.append(_downsample(hm, shape))
         masks.append(
             None if s.mask_unknown else _downsample(load_mask(s, img.shape[:2]).astype(np.float32), shape) >= 0.5

@@ -183,7 +183,7 @@ class Detector:
             ),
             "labelled_defects": (
                 {
-                    "folder": str(Path(defects).resolve()),
+                    "folder": Path(str(defects)).name,  # the folder's name: no path of this machine
                     "images": len(labelled),
                     "defective": sum(x[1] for x in labelled),
                     "head_fine_tuned": bool(real),
@@ -286,7 +286,7 @@ class Detector:
         return (maps - centre[rings]) / scale[rings]
 
     def _calibration_of(self, maps: np.ndarray, layouts: list[Layout]) -> Calibration:
-        crops = [layout.content(views) for views, layout in zip(per_image(maps, layouts), layouts)]
+        crops = [layout.content(views) for views, layout in zip(per_image(list(maps), layouts), layouts)]
         scores = np.array([c.max() for c in crops])
         pixels = np.concatenate([c.ravel() for c in crops])
         return calibrate(scores, pixels, self.train_config.target_false_reject)
@@ -302,10 +302,11 @@ class Detector:
         parts: list[list[np.ndarray]] = [[], []]
         for i in range(0, len(good_images), 8):
             for k, part in enumerate(m.evidence_parts(to_tensor(good_images[i : i + 8]))):
+                assert part is not None  # called only for a model with a memory
                 parts[k].append(separable_blur(part, m.smooth_kernel).numpy()[:, 0])
         smoothed = [np.concatenate(p) for p in parts]
         levels = [max(self._calibration_of(s, layouts).map_scale, 1e-12) for s in smoothed]
-        scale = np.float32(levels)  # the module divides by its float32 buffer
+        scale = np.asarray(levels, dtype=np.float32)  # the module divides by its float32 buffer
         return levels, smoothed[0] / scale[0] + smoothed[1] / scale[1]
 
     @torch.no_grad()

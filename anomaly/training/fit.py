@@ -57,7 +57,8 @@ def feature_statistics(module: InspectionModule, images: list[np.ndarray], batch
     feature channel weighs the same in the reconstruction error (or, with
     balance_feature_blocks, each tapped block does, whatever its channel count)."""
     assert module.features is not None
-    total = total_sq = None
+    total: torch.Tensor | None = None
+    total_sq: torch.Tensor | None = None
     count = 0
     for i in range(0, len(images), batch_size):
         x = to_tensor(images[i : i + batch_size])
@@ -66,6 +67,7 @@ def feature_statistics(module: InspectionModule, images: list[np.ndarray], batch
         total = s if total is None else total + s
         total_sq = s2 if total_sq is None else total_sq + s2
         count += f.shape[0] * f.shape[2] * f.shape[3]
+    assert total is not None and total_sq is not None, "no images"
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-8).sqrt()
     if module.cfg.balance_feature_blocks:  # each block's channels together weigh 1/blocks
@@ -111,12 +113,18 @@ class FeatureBank:
         return self.inputs[idx].float(), self.inputs[self.targets[idx]].float(), self.masks[idx].float()
 
 
+def epochs_of(cfg: TrainConfig) -> int:
+    """The epoch limit of a settled config (`anomaly.config.settle` fills in the family's)."""
+    assert cfg.epochs is not None, "settle() the configs first"
+    return cfg.epochs
+
+
 def feature_copies(cfg: TrainConfig, n_images: int) -> int:
     """Augmented copies per training image: enough that a small set still shows the
     autoencoder ~1500 distinct views, never more than the epochs could use."""
     if cfg.feature_copies > 0:
         return cfg.feature_copies
-    return int(np.clip(math.ceil(1500 / max(n_images, 1)), 2, max(2, cfg.epochs)))
+    return int(np.clip(math.ceil(1500 / max(n_images, 1)), 2, max(2, epochs_of(cfg))))
 
 
 @torch.no_grad()
@@ -247,10 +255,12 @@ def fine_tune_head(
     defects taught it and does not learn that everything real is a defect."""
     assert module.head is not None
     grid = module.cfg.image_size // module.cfg.feature_stride
-    views, cells = [], []
+    views: list[np.ndarray] = []
+    cells: list[np.ndarray] = []
     for image, mask in real:
         for _ in range(REAL_DEFECT_VIEWS):
             v, m = augment_pair(image, mask.astype(np.float32), cfg.augment, rng)
+            assert m is not None  # a mask in, a mask out
             views.append(v)
             cells.append(cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA))
     real_f = _features_of(module, views, cfg.batch_size)
@@ -278,8 +288,8 @@ def fine_tune_head(
             f_b, _, m_b = bank.batch(rows[rows >= 0])
             real_rows = torch.from_numpy(-1 - rows[rows < 0])
             f = torch.cat([f_b, real_f[real_rows]])
-            m = torch.cat([m_b, real_m[real_rows]])
-            running += _head_step(module, optimizer, f, m) * len(f)
+            cell_masks = torch.cat([m_b, real_m[real_rows]])
+            running += _head_step(module, optimizer, f, cell_masks) * len(f)
         losses.append(running / len(order))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     module.head.eval()
@@ -308,13 +318,13 @@ def train_feature_model(
     val_features = _features_of(module, holdout_images, cfg.batch_size)
     params = [p for p in module.net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs_of(cfg)))
     history = TrainHistory()
     best_val, best_state, stale = float("inf"), None, 0
     epoch_rows = min(len(fit_images), len(bank.targets))
     if cfg.max_epoch_rows > 0:
         epoch_rows = min(epoch_rows, cfg.max_epoch_rows)
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress)
+    bar = tqdm(range(epochs_of(cfg)), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         module.net.train()
         rows = rng.choice(len(bank.targets), size=epoch_rows, replace=False)
@@ -491,10 +501,10 @@ def train(
         extra_terms["adversarial"] = (PatchAdversary(), cfg.adversarial_weight)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs_of(cfg)))
     history = TrainHistory()
     best_val, best_state, stale = float("inf"), None, 0
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress)
+    bar = tqdm(range(epochs_of(cfg)), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         module.train()
         order = rng.permutation(len(fit_images))
