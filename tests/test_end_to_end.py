@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from anomaly.cli import main
 from anomaly.config import ModelConfig, TrainConfig
 from anomaly.errors import ModelFileError
-from anomaly.evaluation import metrics
+from anomaly.evaluation import metrics, pixel_metrics
 from anomaly.evaluation.datasets import find_test_set, load_mask
 from anomaly.inspection.imageio import read_image, save_image
 from anomaly.synthetic.defects import DEFECTS
@@ -80,7 +80,7 @@ def test_finds_obvious_defects(trained, dataset):
     _, images, labels, masks = _test_data(dataset)
     maps, scores = det.score(images)
     assert metrics.roc_auc(labels, scores) >= 0.9
-    assert metrics.pixel_auroc(masks, maps) >= 0.9
+    assert pixel_metrics.pixel_auroc(masks, maps) >= 0.9
     assert det.summary["train_count"] + det.summary["holdout_count"] == 24
 
 

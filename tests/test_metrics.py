@@ -10,16 +10,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from anomaly.evaluation.metrics import (
-    aupro,
     best_f1_threshold,
     confusion,
     f1_operating_threshold,
     f1_score,
-    pixel_auroc,
-    pixel_f1_threshold,
     roc_auc,
     roc_curve,
 )
+from anomaly.evaluation.pixel_metrics import aupro, pixel_auroc, pixel_f1_threshold
 
 
 def tied_data(seed: int, n: int = 400, levels: int = 12) -> tuple[np.ndarray, np.ndarray]:

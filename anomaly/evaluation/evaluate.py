@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from anomaly.evaluation import metrics
+from anomaly.evaluation import metrics, pixel_metrics
 from anomaly.evaluation.datasets import TestSample, find_test_set, load_mask
 from anomaly.inspection.imageio import ImageReadError, read_image, save_image
 from anomaly.inspection.layout import working_shape
@@ -80,8 +80,8 @@ def _metrics_for(
     known = [(m, mp) for m, mp in zip(masks, maps) if m is not None]
     known_masks, known_maps = [m for m, _ in known], [mp for _, mp in known]
     has_defect_pixels = any(m.any() for m in known_masks)
-    out["pixel_auroc"] = metrics.pixel_auroc(known_masks, known_maps) if has_defect_pixels else None
-    out["pixel_aupro"] = metrics.aupro(known_masks, known_maps, fpr_limit=0.3) if has_defect_pixels else None
+    out["pixel_auroc"] = pixel_metrics.pixel_auroc(known_masks, known_maps) if has_defect_pixels else None
+    out["pixel_aupro"] = pixel_metrics.aupro(known_masks, known_maps, fpr_limit=0.3) if has_defect_pixels else None
     return out
 
 

@@ -34,7 +34,8 @@ from anomaly.evaluation.datasets import (
     sample_training,
     split_holdout,
 )
-from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
+from anomaly.evaluation.metrics import f1_operating_threshold
+from anomaly.evaluation.pixel_metrics import pixel_f1_threshold
 from anomaly.inspection.imageio import read_image
 from anomaly.inspection.layout import Layout, heatmaps_and_scores, limit_detail, per_image, prepare
 from anomaly.synthetic.defects import DefectSettings, random_defect

@@ -39,7 +39,8 @@ from onnx import numpy_helper
 from anomaly.contract import OUTPUT_NAMES, seal_file, seal_placeholder
 from anomaly.errors import ModelFileError
 from anomaly.evaluation.datasets import DatasetError, find_dataset, iter_images, sample_training, split_holdout
-from anomaly.evaluation.metrics import f1_operating_threshold, pixel_f1_threshold
+from anomaly.evaluation.metrics import f1_operating_threshold
+from anomaly.evaluation.pixel_metrics import pixel_f1_threshold
 from anomaly.inspection.layout import Layout, heatmaps_and_scores, limit_detail, per_image, prepare
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.calibrate import Calibration, calibrate, edge_profile
