@@ -10,6 +10,7 @@ import pytest
 
 from anomaly.inspection.imageio import read_image, read_mask
 from anomaly.synthetic import demo as synth
+from anomaly.synthetic import scenes
 
 SMALL = dict(size=96, n_train=3, n_test_good=2, n_per_defect=2)
 
@@ -22,7 +23,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_layout_is_mvtec_like(tmp_path: Path, category: str) -> None:
     root = synth.generate_dataset(tmp_path, seed=3, category=category, **SMALL)
     assert root == tmp_path / category
-    kinds = synth.WASHER_DEFECTS if category == "washer" else synth.TEXTURE_DEFECTS
+    kinds = scenes.WASHER_DEFECTS if category == "washer" else scenes.TEXTURE_DEFECTS
 
     train = sorted((root / "train" / "good").glob("*.png"))
     assert [p.name for p in train] == ["000.png", "001.png", "002.png"]
@@ -75,9 +76,9 @@ def test_washer_images_vary_but_only_slightly(tmp_path: Path) -> None:
 
 
 def test_washer_defects_stay_on_the_part() -> None:
-    for i, kind in enumerate(synth.WASHER_DEFECTS):
+    for i, kind in enumerate(scenes.WASHER_DEFECTS):
         rng = np.random.default_rng(i)
-        render = synth.render_washer(rng, 128)
+        render = scenes.render_washer(rng, 128)
         spec = synth._CATEGORY_SPECS["washer"]
         image, mask = synth._paint_visible(spec, kind, render, rng)
         assert mask.any() and not (mask & ~render.part).any(), kind
@@ -95,4 +96,4 @@ def test_default_washer_dataset_fits_the_budget(tmp_path: Path) -> None:
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert total < 8_000_000
     assert len(list((root / "train" / "good").glob("*.png"))) == 60
-    assert all(len(list((root / "test" / k).glob("*.png"))) == 5 for k in synth.WASHER_DEFECTS)
+    assert all(len(list((root / "test" / k).glob("*.png"))) == 5 for k in scenes.WASHER_DEFECTS)
