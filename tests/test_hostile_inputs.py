@@ -274,10 +274,10 @@ def test_model_with_one_output_is_one_load_error_and_exit_2(tmp_path: Path, caps
 
 def test_a_refused_dashboard_upload_leaves_nothing_on_disk(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("streamlit")
-    from anomaly.ui import app
+    from anomaly.ui import sidebar
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    load = getattr(app.load_model_upload, "__wrapped__", app.load_model_upload)
+    load = getattr(sidebar.load_model_upload, "__wrapped__", sidebar.load_model_upload)
     with pytest.raises(ModelFileError, match="upload.onnx"):
         load("0" * 40, b"not a model", "upload.onnx")
     assert list(tmp_path.iterdir()) == []

@@ -186,22 +186,22 @@ def test_extra_inputs_hook_and_bad_model_upload(picks):
 
 def test_batch_exports(picks):
     from anomaly.inspection.inspector import Inspector
-    from anomaly.ui import logic
+    from anomaly.ui import logic, tables
 
     ins = Inspector(MODEL)
     files = [("a/defect.png", picks["bad"].read_bytes()), ("good.png", picks["good"].read_bytes()), ("bad.png", b"x")]
     items = logic.inspect_files(ins, files)
-    frame = logic.results_frame(items, logic.decide(items, picks["threshold"]), picks["threshold"])
-    ctx = logic.ExportContext(picks["threshold"], "default.onnx", ins.info.digest, "Ana")
-    rows = list(csv.DictReader(io.StringIO(logic.results_csv(frame, ctx).decode())))
+    frame = tables.results_frame(items, logic.decide(items, picks["threshold"]), picks["threshold"])
+    ctx = tables.ExportContext(picks["threshold"], "default.onnx", ins.info.digest, "Ana")
+    rows = list(csv.DictReader(io.StringIO(tables.results_csv(frame, ctx).decode())))
     from anomaly.scoring.schema import CSV_COLUMNS
 
-    assert list(rows[0]) == [*CSV_COLUMNS, *logic.CONTEXT_COLUMNS]
+    assert list(rows[0]) == [*CSV_COLUMNS, *tables.CONTEXT_COLUMNS]
     assert [r["verdict"] for r in rows] == ["FAIL", "PASS", "ERROR"] and "bad.png" in rows[2]["error"]
     assert int(rows[0]["regions"]) >= 1 and int(rows[0]["largest_region_area"]) > 0
     assert {(r["model"], r["model_digest"], r["operator"]) for r in rows} == {("default.onnx", ins.info.digest, "Ana")}
     assert [float(r["threshold"]) for r in rows] == pytest.approx([picks["threshold"]] * 3) and rows[0]["date"]
-    with zipfile.ZipFile(io.BytesIO(logic.overlays_zip(items, ctx, picks["threshold"]))) as zf:
+    with zipfile.ZipFile(io.BytesIO(tables.overlays_zip(items, ctx, picks["threshold"]))) as zf:
         assert sorted(zf.namelist()) == ["overlays/a/defect.png", "overlays/good.png", "results.csv"]
 
 
@@ -209,7 +209,7 @@ def test_large_image_is_downscaled_for_display_only(picks):
     import cv2
 
     from anomaly.inspection.inspector import Inspector
-    from anomaly.ui import logic
+    from anomaly.ui import logic, views
 
     img = cv2.imread(str(picks["bad"]))
     big = cv2.resize(img, (2400, 1800), interpolation=cv2.INTER_LINEAR)
@@ -219,7 +219,7 @@ def test_large_image_is_downscaled_for_display_only(picks):
     item = logic.inspect_files(ins, [("big.png", data)])[0]
     # no full-resolution copy is kept: the heatmap is capped, the picture display-sized
     assert item.ok and item.size == (2400, 1800) and item.inspection.heatmap.shape == (1536, 2048)
-    assert max(item.display_image.shape[:2]) == logic.DISPLAY_MAX_SIDE and item.downscaled
+    assert max(item.display_image.shape[:2]) == views.DISPLAY_MAX_SIDE and item.downscaled
     assert not hasattr(item, "image")
     assert item.inspection.score == pytest.approx(full.score)  # the verdict is the full-size run's
     for view in ("original", "heatmap", "outline"):

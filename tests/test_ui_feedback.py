@@ -41,7 +41,7 @@ def inspector():
 
 # ----- 1. part identity ----------------------------------------------------------------
 def test_identical_uploads_once_and_same_names_told_apart():
-    from anomaly.ui.logic import unique_uploads
+    from anomaly.ui.uploads import unique_uploads
 
     a, b = (SAMPLES / "crack" / "001.png").read_bytes(), (SAMPLES / "dent" / "001.png").read_bytes()
     ups = unique_uploads([("001.png", a), ("001.png", b), ("copy.png", a), ("001.png", a), ("crack/001.png", a)])
@@ -52,7 +52,8 @@ def test_identical_uploads_once_and_same_names_told_apart():
 # ----- 8. unreadable files, told apart -------------------------------------------------
 @needs_model
 def test_empty_truncated_and_non_image_files_get_distinct_messages(inspector):
-    from anomaly.ui.logic import inspect_files, read_problem
+    from anomaly.ui.logic import inspect_files
+    from anomaly.ui.uploads import read_problem
 
     good = (SAMPLES / "good" / "000.png").read_bytes()
     jpeg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES / "good" / "000.png")))[1].tobytes()

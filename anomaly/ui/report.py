@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly.ui.logic import FAIL_COLOR, PASS_COLOR, downscale
+from anomaly.ui.views import FAIL_COLOR, PASS_COLOR, downscale
 
 PANEL_MAX_SIDE = 420  # pixels: enough to see a defect on paper, small enough to mail
 

@@ -21,8 +21,9 @@ from anomaly.inspection.imageio import IMAGE_EXTENSIONS, ImageReadError
 from anomaly.scoring.overlay_files import MASK_SUFFIX, OVERLAY_SUFFIX, overlay_relpath
 from anomaly.scoring.schema import MASKS_DIR, OVERLAYS_DIR, RESULTS_CSV, RESULTS_JSONL, RUN_JSON
 from anomaly.scoring.store import read_run_json
-from anomaly.ui.logic import DISPLAY_MAX_SIDE, RESULT_COLUMNS, VERDICT_ORDER, format_date
-from anomaly.ui.views import display_decode
+from anomaly.ui.model_info import format_date
+from anomaly.ui.tables import RESULT_COLUMNS, VERDICT_ORDER
+from anomaly.ui.views import DISPLAY_MAX_SIDE, display_decode
 
 
 class ReviewError(ValueError):

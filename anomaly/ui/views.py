@@ -5,6 +5,7 @@ because an inspector needs to look through the heat at the defect: the opacity i
 theirs to choose, the heat starts only at the pixel threshold (a calm good part shows
 as it is, with no cold-colour speckle), its colours run from yellow to red only, and
 outlines are a white line inside a black one, which stands out on any part and any heat.
+Also the display size of pictures and the verdict colours.
 """
 
 from __future__ import annotations
@@ -25,6 +26,24 @@ HEAT_LOW_RGB = np.array([255, 225, 40], np.float32)  # at the pixel threshold
 HEAT_HIGH_RGB = np.array([215, 0, 0], np.float32)  # at 1.5 x the image threshold and above
 OUTLINE_INNER = (255, 255, 255)
 OUTLINE_OUTER = (0, 0, 0)
+DISPLAY_MAX_SIDE = 1024  # pixels; larger images are shown downscaled (inspected at full size)
+
+PASS_COLOR = "#1b7f3b"
+FAIL_COLOR = "#c62828"
+ERROR_COLOR = "#9a5b00"
+
+
+def display_size(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def downscale(array: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    h, w = array.shape[:2]
+    dw, dh = display_size(w, h, max_side)
+    if (dw, dh) == (w, h):
+        return array
+    return cv2.resize(array, (dw, dh), interpolation=cv2.INTER_AREA)
 
 
 def heat_colours(heatmap: np.ndarray, pixel_threshold: float, image_threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -7,11 +7,11 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from anomaly.ui import logic
 from anomaly.ui.feedback import DECISIONS, Decision, agrees, model_verdict_decision
-from anomaly.ui.views import DEFAULT_OPACITY, VIEW_LABELS, VIEWS
+from anomaly.ui.views import DEFAULT_OPACITY, ERROR_COLOR, FAIL_COLOR, PASS_COLOR, VIEW_LABELS, VIEWS
 
 CSS = f"""
 <style>
@@ -21,9 +21,9 @@ CSS = f"""
 h1 {{ padding-top:0; }}
 .verdict {{ display:inline-block; min-width:7rem; text-align:center; padding:.3rem 1rem;
   border-radius:.45rem; font-size:2rem; font-weight:800; letter-spacing:.08em; color:#fff; line-height:1.2; }}
-.verdict-pass {{ background:{logic.PASS_COLOR}; }}
-.verdict-fail {{ background:{logic.FAIL_COLOR}; }}
-.verdict-error {{ background:{logic.ERROR_COLOR}; font-size:1.5rem; }}
+.verdict-pass {{ background:{PASS_COLOR}; }}
+.verdict-fail {{ background:{FAIL_COLOR}; }}
+.verdict-error {{ background:{ERROR_COLOR}; font-size:1.5rem; }}
 .card-head {{ display:flex; justify-content:space-between; align-items:flex-start; gap:.8rem; }}
 .card-title {{ font-size:1.1rem; font-weight:700; margin:0; overflow-wrap:anywhere; }}
 .card-sub {{ color:#5b6573; font-size:.85rem; margin:.15rem 0 0 0; }}
@@ -54,7 +54,7 @@ h1 {{ padding-top:0; }}
 def score_gauge(score: float, threshold: float, verdict: str) -> str:
     """Score against the threshold: the threshold mark sits in the middle of the bar."""
     frac = max(0.0, min(1.0, score / (2.0 * threshold))) if threshold > 0 else 1.0
-    color = logic.FAIL_COLOR if verdict == "FAIL" else logic.PASS_COLOR
+    color = FAIL_COLOR if verdict == "FAIL" else PASS_COLOR
     diff = score - threshold
     relation = "above" if diff >= 0 else "below"
     return (
@@ -89,7 +89,7 @@ TABLE_NAMES = {
 
 
 def verdict_style(v: str) -> str:
-    c = {"PASS": logic.PASS_COLOR, "FAIL": logic.FAIL_COLOR, "ERROR": logic.ERROR_COLOR}.get(v)
+    c = {"PASS": PASS_COLOR, "FAIL": FAIL_COLOR, "ERROR": ERROR_COLOR}.get(v)
     return f"color:{c};font-weight:700" if c else ""
 
 
@@ -195,3 +195,12 @@ def decision_controls(
     if current:
         row.button("Undo", key=f"{key}_undo", on_click=cb, args=(None,), type="tertiary")
     st.text_input("Note", key=note_key, placeholder="optional: what you saw", label_visibility="collapsed")
+
+
+def summary_metrics(frame: pd.DataFrame) -> None:
+    counts = frame["verdict"].value_counts()
+    c = st.columns(4)
+    c[0].metric("Images", len(frame))
+    c[1].metric("PASS", int(counts.get("PASS", 0)))
+    c[2].metric("FAIL", int(counts.get("FAIL", 0)))
+    c[3].metric("Unreadable", int(counts.get("ERROR", 0)))
