@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anomaly import __version__
 from anomaly.cli_train import add_export_parser, add_train_parser, cmd_export, cmd_train
@@ -246,40 +246,24 @@ def cmd_score(a: argparse.Namespace) -> int:
     from anomaly.scoring.local import score_inputs
 
     summary: ScoreSummary
+    shared: dict[str, Any] = dict(  # what both engines take
+        image_threshold=a.threshold,
+        pixel_threshold=a.pixel_threshold,
+        overlays=a.overlays,
+        batch_size=a.batch_size,
+        threads=a.threads,
+        restart=a.restart,
+        progress=not a.quiet,
+    )
     if a.engine == "ray":
         from anomaly.scoring.ray_engine import score_with_ray
 
         if a.backend != "onnxruntime":
             raise ValueError(f"--backend {a.backend} is for the local engine; the ray engine runs onnxruntime")
 
-        summary = score_with_ray(
-            a.input,
-            a.model,
-            a.out,
-            image_threshold=a.threshold,
-            pixel_threshold=a.pixel_threshold,
-            overlays=a.overlays,
-            batch_size=a.batch_size,
-            address=a.address,
-            workers=a.workers,
-            threads=a.threads,
-            restart=a.restart,
-            progress=not a.quiet,
-        )
+        summary = score_with_ray(a.input, a.model, a.out, address=a.address, workers=a.workers, **shared)
     else:
-        summary = score_inputs(
-            a.input,
-            a.model,
-            a.out,
-            image_threshold=a.threshold,
-            pixel_threshold=a.pixel_threshold,
-            overlays=a.overlays,
-            batch_size=a.batch_size,
-            threads=a.threads,
-            restart=a.restart,
-            progress=not a.quiet,
-            backend=a.backend,
-        )
+        summary = score_inputs(a.input, a.model, a.out, backend=a.backend, **shared)
     print(summary.describe())
     return summary.exit_code
 
