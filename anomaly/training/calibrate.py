@@ -39,6 +39,8 @@ class Calibration:
     good_count: int = 0  # good scores the image threshold was set on (held-out + out-of-fold)
     threshold_from: str | None = None  # which bound set the shipped image threshold (decision_threshold)
     threshold_levels: dict | None = None  # the levels it was chosen from, on the calibrated scale
+    # how far that rule moved the threshold from the held-out good-only bound (x map_scale)
+    threshold_factor: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -367,6 +367,7 @@ class Detector:
         cal.pixel_threshold = float(np.clip(cal.pixel_threshold / threshold, 0.05, 1.0))
         m.pixel_threshold.fill_(cal.pixel_threshold)
         cal.good_count, cal.threshold_from = len(good_scores), how
+        cal.threshold_factor = float(threshold)
         cal.threshold_levels = {k: round(v / threshold, 4) for k, v in levels.items()}
         return cal
 

@@ -271,9 +271,16 @@ def refit_calibration(
         np.concatenate([c.ravel() for c in crops]),
         det.train_config.target_false_reject,
     )
+    old = det.calibration
+    if old is not None and old.threshold_factor != 1.0:
+        # the shipped-threshold rule's move (Detector.set_decision_threshold), relative to
+        # the good-only bound, carries over: this graph's good scores set only that bound
+        cal.map_scale *= old.threshold_factor
+        cal.pixel_threshold = float(np.clip(cal.pixel_threshold / old.threshold_factor, 0.05, 1.0))
+        cal.threshold_factor, cal.good_count = old.threshold_factor, old.good_count
+        cal.threshold_from, cal.threshold_levels = old.threshold_from, old.threshold_levels
     _set_initializer(model, tail.center, np.float32(cal.map_center))
     _set_initializer(model, tail.scale, np.float32(cal.map_scale))
-    old = det.calibration
     if old is not None and old.f1_source == "synthetic":
         # the same painted defects as training's synthetic F1 thresholds (same seed and settings)
         settings = (
