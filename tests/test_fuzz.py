@@ -286,6 +286,10 @@ def test_hostile_folder_memory_and_time_are_bounded(tmp_path: Path) -> None:
             str(tmp_path / "out"),
             "--quiet",
             "--overlays",
+            # the folder holds images of tens of megapixels: docs/limits.md's setting for
+            # them (the scorer bounds images in flight, not bytes, at the default batch)
+            "--batch-size",
+            "2",
         ],
         capture_output=True,
         text=True,
