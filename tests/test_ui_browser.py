@@ -300,6 +300,7 @@ def test_inspector_session_end_to_end(server, tmp_path):
             with zipfile.ZipFile(labelled) as zf:
                 names = zf.namelist()
             assert sum("/test/good/" in n or "/test/defect/" in n for n in names) == 2
+            settle(page)
             with page.expect_download(timeout=120_000) as dl:
                 page.locator(".st-key-review_dl_report button").first.click()
             report = tmp_path / "report.html"

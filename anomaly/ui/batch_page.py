@@ -125,6 +125,7 @@ def batch_tab(
         file_name=RESULTS_CSV,
         mime="text/csv",
         key="dl_csv",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/download:",
         help="With the threshold, model, model digest, date and operator on every row",
     )
@@ -134,6 +135,7 @@ def batch_tab(
         file_name="overlays.zip",
         mime="application/zip",
         key="dl_zip",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/download:",
         help="Heatmap overlays with defect outlines, plus results.csv",
     )
@@ -143,6 +145,7 @@ def batch_tab(
         file_name="inspection-report.html",
         mime="text/html",
         key="dl_report",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/description:",
         help="Printable: summary, histogram, every failure",
     )
@@ -161,6 +164,7 @@ def batch_tab(
         file_name="labelled.zip",
         mime="application/zip",
         key="dl_labelled",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/download:",
         disabled=not decisions,
         help="Your decisions as an MVTec folder: test/good and test/defect",

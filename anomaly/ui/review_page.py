@@ -312,6 +312,7 @@ def exports(
         file_name=f"{run.folder.name}-labelled.zip",
         mime="application/zip",
         key="review_dl_labelled",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/download:",
         disabled=not decisions,
         help="MVTec layout: test/good and test/defect, for `anomaly train --defects` and `anomaly evaluate`",
@@ -362,6 +363,7 @@ def exports(
         file_name=f"{run.folder.name}-report.html",
         mime="text/html",
         key="review_dl_report",
+        on_click="ignore",  # a download changes nothing on the page
         icon=":material/description:",
         help="Printable: summary, histogram, every failure with original, heatmap and outline",
     )
