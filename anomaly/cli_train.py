@@ -202,6 +202,23 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     _config_option(
         p,
+        "--screen",
+        tr,
+        "screen_training",
+        "models with a patch memory: score each training image as a new part would be scored and leave out "
+        "of the memory and the threshold those that stand out (defective parts in the good folder); "
+        "they are listed in suspects.html in the model folder",
+    )
+    _config_option(
+        p,
+        "--suspect-z",
+        tr,
+        "suspect_z",
+        "--screen: robust z-score of a training image's score above which it is left out (0 = only list them)",
+        type=float,
+    )
+    _config_option(
+        p,
         "--max-train-images",
         tr,
         "max_train_images",
@@ -285,6 +302,7 @@ def _add_int8(p: argparse.ArgumentParser) -> None:
 # ----- commands ---------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> int:
     from anomaly.training.detector import Detector
+    from anomaly.training.screening import SUSPECTS_REPORT, suspects_report
 
     augment = AugmentConfig(**_given(a, AugmentConfig))
     if a.no_augment:
@@ -325,6 +343,13 @@ def cmd_train(a: argparse.Namespace) -> int:
             f"{det.train_config.target_false_reject:.0%} of good parts on average, but for one such small set the rate is uncertain. "
             "Check it on more good parts (anomaly evaluate), or train with more images, a larger --holdout, "
             "or a validation/good folder.",
+            file=sys.stderr,
+        )
+    if s.get("suspects"):
+        report = suspects_report(det, a.data, a.out / SUSPECTS_REPORT)
+        print(
+            f"{len(s['suspects'])} training image(s) stand out from the rest, {s['left_out']} left out of the model: "
+            f"look at {report} and move defective parts out of the good folder",
             file=sys.stderr,
         )
     if a.export is not None:

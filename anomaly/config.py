@@ -200,6 +200,12 @@ class TrainConfig:
     # autoencoder learns to restore the good features from them, the head to find them.
     synthetic_fraction: float = 0.5
     head_epochs: int = 4
+    # Models with a patch memory: score every training image without its own memory
+    # patches and leave out of the memory and the threshold those that stand out from
+    # the rest by a robust z-score above suspect_z (anomaly.training.screening): defective
+    # parts hidden in a "good" folder. 0 lists the suspects without leaving any out.
+    screen_training: bool = True
+    suspect_z: float = 3.5
     # Pixel autoencoders only: weight of a perceptual term (distance between frozen
     # ImageNet features of reconstruction and input) added to the loss; 0 = off.
     perceptual_weight: float = 0.0

@@ -54,7 +54,7 @@ REQUIRED_KEYS = (
     "project_version",
     "config",
 )
-OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source", "quantization")
+OPTIONAL_KEYS = ("image_threshold_f1", "pixel_threshold_f1", "f1_source", "quantization", "train_suspects")
 # What a person wants to see about a model, in display order.
 SUMMARY_KEYS = (
     "model_kind",
@@ -66,6 +66,7 @@ SUMMARY_KEYS = (
     "train_count",
     "train_image_sizes",
     "train_data",
+    "train_suspects",
     "trained",
     "created",
     "project_version",

@@ -152,6 +152,15 @@ def sample_training(paths: list[Path], limit: int, seed: int) -> list[Path]:
     return [paths[i] for i in sorted(keep)]
 
 
+def relative_name(path: Path, root: Path) -> str:
+    """How a model names one of its training images: the path inside its folder (no path
+    of the training machine), or the file name for an image from elsewhere."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
 def iter_images(paths: Iterable[Path], warn=None) -> Iterator[tuple[Path, np.ndarray]]:
     """(path, image) for each readable image, one at a time, so a caller that shrinks
     them to a working size never holds a folder of large photos in memory at full

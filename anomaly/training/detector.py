@@ -31,6 +31,7 @@ from anomaly.evaluation.datasets import (
     find_test_set,
     iter_images,
     load_mask,
+    relative_name,
     sample_training,
     split_holdout,
 )
@@ -44,6 +45,7 @@ from anomaly.training.calibrate import Calibration, calibrate, decision_threshol
 from anomaly.training.fit import to_tensor, train
 from anomaly.training.model import InspectionModule, separable_blur
 from anomaly.training.networks import PatchMemory
+from anomaly.training.screening import Suspect, find_suspects, forget_images, memory_owner, to_summary
 
 CONFIG_FILE = "config.json"
 OUT_OF_FOLD_IMAGES = 120  # training images scored leave-one-out for calibration (their spread, not every image)
@@ -139,10 +141,25 @@ class Detector:
         hold_views = [view for views, _ in hold_prepared for view in views]
         history = train(self.module, fit_views, hold_views, tc, progress=progress, real_defects=real)
         self.calibrate(hold_views, [layout for _, layout in hold_prepared])
-        good_scores = np.concatenate(
-            [self.score(hold_raw)[1], self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources)]
+        hold_scores = self.score(hold_raw)[1]
+        # screening scores every training image out of fold; without it a subset gives the spread
+        train_scores = self.out_of_fold_scores(
+            fit_views, fit_layouts, history.memory_sources, limit=len(fit_layouts) if tc.screen_training else None
         )
-        self.set_decision_threshold(good_scores, hold_raw)
+        suspects: list[Suspect] = []
+        if tc.screen_training and train_scores.size:
+            names = [relative_name(p, dataset.root) for p in fit_ok + hold_ok]
+            suspects = find_suspects(names, np.concatenate([train_scores, hold_scores]), tc.suspect_z)
+            left_out = {names.index(s.path) for s in suspects if s.left_out}
+            memory = self.module.memory if self.module.memory is not None else self.module.net
+            assert isinstance(memory, PatchMemory) and history.memory_sources is not None
+            forget_images(memory, memory_owner(fit_layouts, history.memory_sources), left_out)
+            train_scores = np.delete(train_scores, [i for i in left_out if i < len(fit_ok)])
+            kept_hold = [k for k in range(len(hold_raw)) if len(fit_ok) + k not in left_out] or list(
+                range(len(hold_raw))
+            )  # the threshold's painted defects need at least one held-out image
+            hold_raw, hold_scores = [hold_raw[k] for k in kept_hold], hold_scores[kept_hold]
+        cal = self.set_decision_threshold(np.concatenate([hold_scores, train_scores]), hold_raw)
         if labelled:
             self.calibrate_with_defects(
                 hold_raw + [x[0] for x in labelled],
@@ -163,6 +180,9 @@ class Detector:
             "not_read": len(dataset.train) + len(dataset.validation) - len(fit_paths) - len(hold_paths),
             "skipped": len(fit_paths) + len(hold_paths) - len(fit_ok) - len(hold_ok),
             "image_sizes": sizes[:5],
+            # training images that do not fit the rest, most suspect first (anomaly.training.screening)
+            "suspects": to_summary(suspects, cal.threshold_factor) if tc.screen_training else None,
+            "left_out": sum(s.left_out for s in suspects),
             "epochs_run": len(history.train_loss),
             "best_epoch": history.best_epoch,
             "stopped_early": history.stopped_early,
@@ -316,21 +336,24 @@ class Detector:
         fit_views: list[np.ndarray],
         layouts: list[Layout],
         sources: np.ndarray | None,
-        limit: int = OUT_OF_FOLD_IMAGES,
+        limit: int | None = OUT_OF_FOLD_IMAGES,
     ) -> np.ndarray:
         """Calibrated scores of training images, each scored against the patch memory
         without the patches it contributed: a leave-one-image-out estimate of how new
         good parts score, so a small set gives many good scores, not only the held-out
         few. The autoencoder part stays in-sample (it is early-stopped on the held-out
         loss and reconstructs held-out parts about as well). Empty without a memory.
-        At most `limit` images (a seeded random subset) keep the cost bounded."""
+        At most `limit` images (a seeded random subset) keep the cost bounded; None
+        scores every image, in order."""
         memory = self.module.memory if self.module.memory is not None else self.module.net
         if sources is None or not isinstance(memory, PatchMemory):
             return np.zeros(0)
         starts = np.cumsum([0] + [layout.views for layout in layouts])
-        owner = np.searchsorted(starts, sources, side="right") - 1  # memory row -> training image
-        rng = np.random.default_rng(self.train_config.seed)
-        chosen = sorted(rng.choice(len(layouts), size=min(limit, len(layouts)), replace=False))
+        owner = memory_owner(layouts, sources)
+        if limit is None or limit >= len(layouts):
+            chosen = list(range(len(layouts)))
+        else:
+            chosen = sorted(np.random.default_rng(self.train_config.seed).choice(len(layouts), limit, replace=False))
         saved = memory.memory.clone(), memory.memory_sqnorm.clone()
         scores = []
         try:

@@ -53,6 +53,10 @@ def metadata_for(det: Detector) -> dict[str, str]:
         "project_version": __version__,
         "config": json.dumps({"model": det.describe()["model"], "calibration": cal.to_dict()}),
     }
+    if summary.get("suspects") is not None:  # training images that stood out (anomaly.training.screening)
+        meta["train_suspects"] = json.dumps(
+            [{k: e[k] for k in ("path", "score", "left_out")} for e in summary["suspects"]]
+        )
     if cal.image_threshold_f1 is not None:
         meta["image_threshold_f1"] = repr(float(cal.image_threshold_f1))
     if cal.pixel_threshold_f1 is not None:

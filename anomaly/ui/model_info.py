@@ -7,6 +7,7 @@ Free of Streamlit so it can be tested.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -62,6 +63,23 @@ def _fit_text(summary: dict[str, str]) -> str:
     return mode
 
 
+def _suspects_text(listed: str) -> str:
+    """The training images that stood out at training time (metadata `train_suspects`):
+    possibly defective parts in the good folder, for the engineer to look at."""
+    if not listed:
+        return "not checked (trained without screening)"
+    try:
+        entries = json.loads(listed)
+    except ValueError:
+        return "unknown"
+    if not entries:
+        return "none stood out"
+    left = sum(bool(e.get("left_out")) for e in entries)
+    names = ", ".join(f"{e.get('path')} ({float(e.get('score', 0)):.2f})" for e in entries[:5])
+    more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return f"{len(entries)} stood out, {left} left out of the model: {names}{more}"
+
+
 def model_facts(inspector: Inspector) -> list[tuple[str, str]]:
     """`Inspector.info.summary()` as (label, value) rows an inspector can read."""
     s = inspector.info.summary()
@@ -80,6 +98,7 @@ def model_facts(inspector: Inspector) -> list[tuple[str, str]]:
         ("Input size", f"{size} × {size} px ({_fit_text(s)})" if size else "unknown"),
         ("Image threshold", _format_number(s.get("image_threshold", ""))),
         ("Pixel threshold", _format_number(s.get("pixel_threshold", ""))),
+        ("Training images to check", _suspects_text(s.get("train_suspects") or "")),
         ("Trained", format_date(s.get("trained", ""))),
         ("Exported", format_date(s.get("created", ""))),
         ("Software version", s.get("project_version") or "unknown"),
