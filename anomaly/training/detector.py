@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ class Detector:
         self.calibrate(hold_views, [layout for _, layout in hold_prepared])
         hold_scores = self.score(hold_raw)[1]
         # screening scores every training image out of fold; without it a subset gives the spread
+        screen_start = time.perf_counter()
         train_scores = self.out_of_fold_scores(
             fit_views, fit_layouts, history.memory_sources, limit=len(fit_layouts) if tc.screen_training else None
         )
@@ -159,6 +161,7 @@ class Detector:
                 range(len(hold_raw))
             )  # the threshold's painted defects need at least one held-out image
             hold_raw, hold_scores = [hold_raw[k] for k in kept_hold], hold_scores[kept_hold]
+        screen_seconds = time.perf_counter() - screen_start
         cal = self.set_decision_threshold(np.concatenate([hold_scores, train_scores]), hold_raw)
         if labelled:
             self.calibrate_with_defects(
@@ -183,6 +186,7 @@ class Detector:
             # training images that do not fit the rest, most suspect first (anomaly.training.screening)
             "suspects": to_summary(suspects, cal.threshold_factor) if tc.screen_training else None,
             "left_out": sum(s.left_out for s in suspects),
+            "out_of_fold_seconds": round(screen_seconds, 1),  # scoring training images without their own patches
             "epochs_run": len(history.train_loss),
             "best_epoch": history.best_epoch,
             "stopped_early": history.stopped_early,
