@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig, from_dict
-from anomaly.training.fit import greedy_coreset, train
+from anomaly.training.fit import train
+from anomaly.training.fit_patch_memory import greedy_coreset
 from anomaly.training.model import InspectionModule
 from anomaly.training.networks import PatchMemory
 

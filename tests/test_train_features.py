@@ -7,7 +7,8 @@ torch = pytest.importorskip("torch")
 
 from anomaly.config import ModelConfig, TrainConfig
 from anomaly.synthetic.defects import DefectSettings
-from anomaly.training.fit import build_feature_bank, feature_copies, train, train_segmentation_head
+from anomaly.training.fit import train
+from anomaly.training.fit_features import build_feature_bank, feature_copies, train_segmentation_head
 from anomaly.training.model import InspectionModule
 
 pytestmark = pytest.mark.slow  # trains models
@@ -63,7 +64,7 @@ def test_head_learns_to_point_at_painted_defects(sees_features):
     # one stream painted
     cfg = TrainConfig(epochs=2, batch_size=8, feature_copies=4, head_epochs=30, learning_rate=3e-3)
     rng = np.random.default_rng(0)
-    from anomaly.training.fit import feature_statistics
+    from anomaly.training.fit_common import feature_statistics
 
     feature_statistics(module, images, 8)
     bank = build_feature_bank(
@@ -169,6 +170,7 @@ def test_memory_distance_is_added_in_units_of_each_alarm_level():
 def test_memory_calibration_maps_are_the_modules_raw_maps():
     """Calibration derives the combined map from the two smoothed parts (one backbone
     pass); it must equal what the module itself computes once the levels are set."""
+    from anomaly.training.calibration_steps import alarm_levels, raw_maps
     from anomaly.training.detector import Detector
 
     det = Detector(ModelConfig(image_size=64, segmentation_head=True, memory_size=32))
@@ -176,15 +178,15 @@ def test_memory_calibration_maps_are_the_modules_raw_maps():
     prepared = [det._fit(img) for img in _images(5, size=80)]
     fitted = [view for views, _ in prepared for view in views]
     layouts = [layout for _, layout in prepared]
-    levels, maps = det._alarm_levels(fitted, layouts)
+    levels, maps = alarm_levels(det, fitted, layouts)
     assert levels[0] != levels[1] and min(levels) > 0
     det.module.residual_scale.copy_(torch.tensor(levels))
-    np.testing.assert_allclose(maps, det._raw_maps(fitted), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps, raw_maps(det, fitted), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("balanced", [False, True])
 def test_feature_statistics_weigh_channels_or_blocks_alike(balanced):
-    from anomaly.training.fit import feature_statistics, to_tensor
+    from anomaly.training.fit_common import feature_statistics, to_tensor
 
     rng = np.random.default_rng(0)
     images = [rng.random((64, 64, 3), dtype=np.float32) for _ in range(4)]
@@ -223,7 +225,7 @@ def test_head_that_sees_features_saves_loads_and_exports(tiny_dataset, tmp_path)
 @pytest.mark.parametrize("cap, per_epoch", [(4, 4), (0, 10)])
 def test_epoch_rows_are_capped(monkeypatch, cap, per_epoch):
     """Past max_epoch_rows, more training images do not make an epoch longer."""
-    from anomaly.training import fit as train_module
+    from anomaly.training import fit_features as train_module
 
     drawn: list[int] = []
     original = train_module.FeatureBank.batch

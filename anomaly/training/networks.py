@@ -240,10 +240,10 @@ class PatchMemory(nn.Module):
     neighbourhood (a little spatial context, as PatchCore's local aggregation) and
     scored by its Euclidean distance to the nearest of `size` remembered normal
     patches. Nothing is learnt by gradient: the memory is a coreset of the training
-    patches (`anomaly.training.fit.greedy_coreset`). Unlike an autoencoder it cannot
-    "reconstruct" a defect it has never seen, which is what makes it work on varied
-    textures. The nearest-neighbour search is one matrix product, an argmin and a
-    gather, so it exports to ONNX as is.
+    patches (`anomaly.training.fit_patch_memory.greedy_coreset`). Unlike an autoencoder
+    it cannot "reconstruct" a defect it has never seen, which is what makes it work on
+    varied textures. The nearest-neighbour search is one matrix product, an argmin and
+    a gather, so it exports to ONNX as is.
     """
 
     memory: torch.Tensor
