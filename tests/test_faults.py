@@ -1,10 +1,11 @@
-"""Faults during a scoring run (issue 30): a kill at any moment, a full disk, a model
-file replaced mid-run. Each leaves a folder that a re-run completes to exactly what a
+"""Faults during a scoring run (issue 30): a kill at any moment (in both engines), a full
+disk, a model file replaced mid-run. Each leaves a folder that a re-run completes to exactly what a
 clean run writes, or is refused with a message that says what happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import json
@@ -107,6 +108,78 @@ def test_killed_at_a_random_moment_then_resumed_equals_a_clean_run(
     done = subprocess.run(_score_command(folder, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3, done.stderr  # unreadable files: exit 3, as the clean run
     _same_as_clean(out, clean)
+
+
+# ----- kill -9 of the Ray engine (driver, Ray's own processes, the actors) -------------------------
+def _ray_command(folder: Path, out: Path) -> list[str]:
+    return [*_score_command(folder, out), "--engine", "ray", "--workers", "1"]
+
+
+def _session(sid: int) -> list[int]:
+    """The live (not zombie) processes of a session: Ray puts its workers in process
+    groups of their own, inside the session of the driver that started them."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in "ZX":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL to the driver's whole process group, then to every process left in its
+    session (the actors), as a power cut would: nothing of the run may go on writing."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while (left := _session(proc.pid)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    assert not _session(proc.pid), "processes of the killed run still alive"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ray_engine_killed_at_a_random_moment_then_resumed_equals_a_clean_run(
+    folder: Path, clean: Path, tmp_path: Path, seed: int
+) -> None:
+    pytest.importorskip("ray.data")
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out"
+    rng = random.Random(seed)
+    # The first kill at any moment from the launch (Ray starting up, the actor loading the
+    # model, the first batches); the second once the run has written a random number of
+    # its 4 shards (one per block of chunks), so the resumed run starts from shards and
+    # a partial JSONL, whatever the speed of the machine.
+    for shards_first in (0, rng.randint(1, 3)):
+        before = len(list((out / "shards").glob("*.parquet")))
+        proc = subprocess.Popen(
+            _ray_command(folder, out),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while shards_first and proc.poll() is None and time.monotonic() < deadline:
+                if len(list((out / "shards").glob("*.parquet"))) >= before + shards_first:
+                    break
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.2) if shards_first else rng.uniform(0.5, 8.0))
+        finally:
+            _kill_all(proc)
+    done = subprocess.run(
+        _ray_command(folder, out), cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True
+    )
+    assert done.returncode == 3, done.stderr  # unreadable files: exit 3, as the clean run
+    _same_as_clean(out, clean)
+    assert len(list((out / "shards").glob("*.parquet"))) >= 1
 
 
 # ----- a full disk ---------------------------------------------------------------------------

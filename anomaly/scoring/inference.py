@@ -115,17 +115,28 @@ def chunk_records(
     for k, x in enumerate(chunk):
         label, read_as = x.item.label, str(x.item.path)
         name = read_as if shown is None else shown[k]
-        if x.image is None:  # unreadable: load_input's message, naming the file as shown
+        if x.prepared is None:  # unreadable: load_input's message, naming the file as shown
             msg = str(x.error).replace(read_as, name) if read_as != name else str(x.error)
             records.append(result_row(label, msg, image_threshold=it, pixel_threshold=pt))
             continue
         res = to_inspection(next(remaining), it, pt)
         if isinstance(res, str):
-            height, width = x.image.shape[:2]
-            records.append(result_row(label, f"{name}: {res}", width, height, image_threshold=it, pixel_threshold=pt))
+            layout = x.prepared[1]
+            records.append(
+                result_row(
+                    label,
+                    f"{name}: {res}",
+                    layout.original_w,
+                    layout.original_h,
+                    image_threshold=it,
+                    pixel_threshold=pt,
+                )
+            )
             continue
         res.name = label
         if overlays_to is not None and wants_overlay(mode, res):
+            if x.image is None:
+                raise ValueError(f"{name}: loaded without its picture, so no overlay can be drawn")
             write_overlays(overlays_to, label, x.image, res)
         records.append(result_row(label, res))
     return records

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from anomaly.inspection.imageio import IMAGE_EXTENSIONS, list_images, read_image
+from anomaly.inspection.imageio import IMAGE_EXTENSIONS, list_images, read_image, to_uint8
 from anomaly.inspection.layout import Layout, prepare
 from anomaly.scoring.schema import printable
 
@@ -31,8 +31,13 @@ Prepared = tuple[list[np.ndarray], Layout]
 
 
 class Loaded(NamedTuple):
-    """An input after decoding: the image (None if it could not be read, then `error`
-    says why and names the file) and, when asked for, its prepared model inputs."""
+    """An input after decoding: the image and, when asked for, its prepared model
+    inputs; or, if it could not be read, `error` saying why and naming the file.
+
+    Loaded for scoring (with the model's grid), `image` is the picture overlays are
+    drawn on, 8-bit RGB (`to_uint8`, as `overlays.overlay` would make it: a quarter of
+    the float image's memory while it waits for the model), or None when no overlay
+    is wanted; the image's size is then in the layout."""
 
     item: InputItem
     image: np.ndarray | None
@@ -71,12 +76,17 @@ def collect_inputs(input: str | Path) -> list[InputItem]:
     return unique
 
 
-def load_input(item: InputItem, grid: Grid | None = None) -> Loaded:
-    """Decode one image and, given the model's grid, prepare its model inputs too; never
-    raises for a bad file (the error names the file), so one bad image costs one row."""
+def load_input(item: InputItem, grid: Grid | None = None, pictures: bool = True) -> Loaded:
+    """Decode one image and, given the model's grid, prepare its model inputs too (the
+    image is then kept as 8-bit RGB for overlays, or not at all without `pictures`);
+    never raises for a bad file (the error names the file), so one bad image costs one
+    row."""
     try:
         image = read_image(item.path)
-        return Loaded(item, image, None, None if grid is None else prepare(image, *grid))
+        if grid is None:
+            return Loaded(item, image, None)
+        prepared = prepare(image, *grid)
+        return Loaded(item, to_uint8(image) if pictures else None, None, prepared)
     except Exception as exc:  # any decode failure becomes an ERROR row
         msg = str(exc) or type(exc).__name__
         if str(item.path) not in msg and item.label not in msg:

@@ -12,7 +12,9 @@ finished so far. Exit codes: `anomaly.scoring.summary`.
 
 The work runs in three stages so that inference never waits: a thread pool decodes and
 prepares images ahead of it, the calling thread calls the model a batch at a time, and
-one more thread turns the model's outputs into rows, regions and overlays.
+one more thread turns the model's outputs into rows, regions and overlays. What is in
+flight across the three is bounded by pixels as well as by count
+(`anomaly.scoring.budget`), so memory stays bounded whatever the images' size.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from anomaly.inspection.inspector import Backend, Inspector
-from anomaly.scoring.inference import chunk_outputs, chunk_records
+from anomaly.scoring.budget import PixelBudget, plan_chunks
+from anomaly.scoring.inference import ModelOutput, chunk_outputs, chunk_records
 from anomaly.scoring.inputs import Grid, InputItem, Loaded, collect_inputs, load_input
 from anomaly.scoring.overlay_files import overlay_mode
 from anomaly.scoring.schema import Record
@@ -46,27 +49,48 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
-def _prefetch(
-    items: Sequence[InputItem], pool: ThreadPoolExecutor, lookahead: int, grid: Grid | None = None
-) -> Iterator[Loaded]:
-    """Decode (and prepare, given the model's grid) in the pool, keeping `lookahead`
-    images in flight ahead of the consumer."""
-    queue: deque[Future[Loaded]] = deque()
-    source = iter(items)
+def _load_chunks(
+    todo: Sequence[InputItem],
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    grid: Grid,
+    pictures: bool,
+    budget: PixelBudget,
+) -> Iterator[list[tuple[Loaded, int]]]:
+    """The chunks of `plan_chunks`, decoded and prepared in the pool, each image with its
+    pixels: up to 2 x batch_size images are decoding or decoded ahead of the consumer,
+    while `budget` admits them (the consumer gives an image's pixels back once its row
+    is finished)."""
+    stream = ((x, px, k == len(c) - 1) for c in plan_chunks(todo, batch_size) for k, (x, px) in enumerate(c))
+    queue: deque[tuple[Future[Loaded], int, bool]] = deque()
+    upcoming = next(stream, None)
+    chunk: list[tuple[Loaded, int]] = []
+
+    def submit() -> None:
+        nonlocal upcoming
+        assert upcoming is not None
+        item, pixels, last = upcoming
+        queue.append((pool.submit(load_input, item, grid, pictures), pixels, last))
+        upcoming = next(stream, None)
+
     try:
-        for item in source:
-            queue.append(pool.submit(load_input, item, grid))
-            if len(queue) >= lookahead:
-                break
-        while queue:
-            fut = queue.popleft()
-            nxt = next(source, None)
-            if nxt is not None:
-                queue.append(pool.submit(load_input, nxt, grid))
-            yield fut.result()
+        while queue or upcoming is not None:
+            if not queue:  # the next image of the plan: wait for the pixels of finished rows
+                assert upcoming is not None
+                budget.take(upcoming[1])
+                submit()
+            while upcoming is not None and len(queue) < 2 * batch_size and budget.try_take(upcoming[1]):
+                submit()
+            fut, pixels, last = queue.popleft()
+            chunk.append((fut.result(), pixels))
+            del fut  # the chunk alone holds the image
+            if last:
+                yield chunk
+                chunk = []
     finally:
-        for fut in queue:
-            fut.cancel()
+        for fut, pixels, _ in queue:
+            if fut.cancel():
+                budget.give(pixels)
 
 
 def _warn_if_replaced(model: Path, sha256: str) -> None:
@@ -83,17 +107,6 @@ def _warn_if_replaced(model: Path, sha256: str) -> None:
             model,
             sha256[:12],
         )
-
-
-def _chunks(loaded: Iterator[Loaded], size: int) -> Iterator[list[Loaded]]:
-    chunk: list[Loaded] = []
-    for x in loaded:
-        chunk.append(x)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def score_inputs(
@@ -138,6 +151,28 @@ def score_inputs(
     # the inference thread goes straight on to the next batch.
     finisher = ThreadPoolExecutor(1, thread_name_prefix="anomaly-finish", initializer=_lower_priority)
     pending: deque[Future[list[Record]]] = deque()  # each chunk's rows, in input order
+    budget = PixelBudget()  # the pixels of the images begun and not yet finished (anomaly.scoring.budget)
+    overlays_to = out_dir if mode else None
+
+    def finish(chunk: list[tuple[Loaded, int]], outputs: list[ModelOutput]) -> list[Record]:
+        """A chunk's rows; each image is dropped, and its pixels given back, once its
+        row is done (all of them if the chunk fails, so decoding never waits for them)."""
+        records: list[Record] = []
+        remaining = iter(outputs)
+        chunk.reverse()
+        try:
+            while chunk:
+                x, pixels = chunk[-1]
+                records += chunk_records(
+                    [x], [next(remaining)] if x.prepared is not None else [], thresholds, overlays_to, mode
+                )
+                chunk.pop()
+                del x
+                budget.give(pixels)
+        finally:
+            budget.give(sum(pixels for _, pixels in chunk))
+            chunk.clear()
+        return records
 
     def keep(records: list[Record]) -> None:
         nonlocal scored
@@ -159,13 +194,17 @@ def score_inputs(
         smoothing=0.1,
     )
     try:
-        for chunk in _chunks(_prefetch(todo, decoder, lookahead=2 * batch_size, grid=inspector.info.grid), batch_size):
-            outputs = chunk_outputs(inspector, chunk, batch_size)
-            pending.append(finisher.submit(chunk_records, chunk, outputs, thresholds, out_dir if mode else None, mode))
-            if len(pending) > 2:  # bound the images held in memory waiting for their rows
+        grid = inspector.info.grid
+        for chunk in _load_chunks(todo, batch_size, decoder, grid, pictures=mode is not None, budget=budget):
+            loaded = [x for x, _ in chunk]
+            outputs = chunk_outputs(inspector, loaded, batch_size)
+            del loaded  # from here on the finisher holds the chunk's images, and drops each once done
+            bar_step = len(chunk)
+            pending.append(finisher.submit(finish, chunk, outputs))
+            if len(pending) > 2:  # bound the chunks waiting for their rows
                 pending[0].result()
             flush(block=False)
-            bar.update(len(chunk))
+            bar.update(bar_step)
         flush(block=True)
     finally:
         try:

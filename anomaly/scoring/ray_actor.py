@@ -76,9 +76,11 @@ def score_chunk(
 ) -> list[Record]:
     """The rows of one chunk, read and decoded here in the actor, next to the model: a
     decoded image is several times the size of its file, so it never travels between
-    processes. `shown[i]` is how items[i].path is named in error messages (the path as
-    the user gave it; the actor may read it through an absolute path)."""
-    load = partial(load_input, grid=inspector.info.grid)
+    processes. The chunk's images are all held until its rows are done, so an actor's
+    memory is bounded by the chunk's pixels (`anomaly.scoring.budget.plan_chunks`).
+    `shown[i]` is how items[i].path is named in error messages (the path as the user
+    gave it; the actor may read it through an absolute path)."""
+    load = partial(load_input, grid=inspector.info.grid, pictures=overlays_dir is not None)
     loaded = list(decoder.map(load, items)) if decoder is not None else [load(x) for x in items]
     return score_loaded(
         inspector, loaded, (image_threshold, pixel_threshold), batch_size, overlays_dir, overlays_mode, shown

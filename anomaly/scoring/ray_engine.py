@@ -9,9 +9,10 @@ How a run works
 - The driver (the process that calls `score_with_ray`) lists INPUT
   (`anomaly.scoring.inputs`), opens OUT_DIR through the same store as the local engine
   (`anomaly.scoring.store`: same model sha256, thresholds and input, or ``restart``), and
-  splits the images still to do into chunks of ``batch_size`` in input order: the very
-  chunks the local engine forms, so both engines call the model on the same groups of
-  images and give the same numbers.
+  splits the images still to do into chunks in input order (`anomaly.scoring.budget`:
+  at most ``batch_size`` images and a bounded number of pixels, read from the files'
+  headers): the very chunks the local engine forms, so both engines call the model on
+  the same groups of images and give the same numbers.
 - ``ray.data.from_items`` of those chunks (paths only) goes through
   ``map_batches(ChunkScorer, ...)``: a pool of actors, each holding ONE onnxruntime
   session (`Inspector`, created once in the actor's ``__init__``). An actor reads and
@@ -59,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly.inspection.inspector import Inspector
+from anomaly.scoring.budget import plan_chunks
 from anomaly.scoring.inputs import InputItem, collect_inputs
 from anomaly.scoring.overlay_files import overlay_mode
 from anomaly.scoring.ray_actor import ChunkScorer
@@ -117,11 +119,12 @@ def _import_ray() -> Any:
 
 # ----- the driver ---------------------------------------------------------------------
 def _chunk_rows(items: Sequence[InputItem], size: int) -> list[dict[str, list[str]]]:
-    """The Dataset rows: one chunk of `size` images each, in input order (the chunks the
-    local engine forms, so both engines call the model on the same groups of images)."""
+    """The Dataset rows: one chunk each, in input order: `plan_chunks`, the chunks the
+    local engine forms (at most `size` images and IN_FLIGHT_PIXELS pixels), so both
+    engines call the model on the same groups of images and an actor's memory is bounded."""
     out = []
-    for i in range(0, len(items), size):
-        part = items[i : i + size]
+    for chunk in plan_chunks(items, size):
+        part = [x for x, _ in chunk]
         out.append(
             {
                 "labels": [x.label for x in part],
