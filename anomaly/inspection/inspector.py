@@ -99,6 +99,10 @@ def _session_options(threads: int | None, spin: bool = True) -> ort.SessionOptio
     return opts
 
 
+SHRINK_ARENA_AFTER_VIEWS = 8  # the scorer's default batch size
+_SHRINK_ARENA = ort.RunOptions()
+_SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
 BACKENDS = ("onnxruntime", "openvino")
 Backend = Literal["onnxruntime", "openvino"]
 
@@ -199,7 +203,11 @@ class Inspector:
         if self._openvino is not None:
             maps, scores = self._openvino.run(x)
         else:
-            maps, scores = self.session.run(None, {self.input_name: x})
+            # A call of many views (tiles of a long strip) grows onnxruntime's memory arena by
+            # hundreds of MB that it would keep for the whole run; give that back after such a
+            # call. Calls of up to the default batch reuse the arena as before.
+            shrink = x.shape[0] > SHRINK_ARENA_AFTER_VIEWS
+            maps, scores = self.session.run(None, {self.input_name: x}, _SHRINK_ARENA if shrink else None)
         return maps[:, 0], scores
 
     def score(self, images: Sequence[np.ndarray], batch_size: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
