@@ -73,7 +73,9 @@ def suspects_found(model_dir: Path, planted: list[str]) -> str:
     if not planted:
         return "-"
     summary = json.loads((model_dir / "config.json").read_text())["summary"]
-    suspects = [Path(s["path"]).name for s in summary.get("suspects") or []][: len(planted)]
+    if summary.get("suspects") is None:
+        return "not screened"
+    suspects = [Path(s["path"]).name for s in summary["suspects"]][: len(planted)]
     return f"{len(set(suspects) & set(planted))} of {len(planted)}"
 
 
