@@ -9,7 +9,6 @@ weights of the best epoch are the ones kept.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ from anomaly.config import TrainConfig, settle
 from anomaly.synthetic.defects import DefectSettings
 from anomaly.training.allocator import keep_freed_memory
 from anomaly.training.augment import augment
-from anomaly.training.fit_common import TrainHistory, epochs_of, set_seed, to_tensor
+from anomaly.training.fit_common import BestWeights, TrainHistory, epochs_of, set_seed, to_tensor
 from anomaly.training.fit_features import train_feature_model
 from anomaly.training.fit_patch_memory import train_patch_memory
 from anomaly.training.model import InspectionModule
@@ -81,7 +80,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs_of(cfg)))
     history = TrainHistory()
-    best_val, best_state, stale = float("inf"), None, 0
+    best = BestWeights(module, cfg.patience)
     bar = tqdm(range(epochs_of(cfg)), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         module.train()
@@ -104,16 +103,9 @@ def train(
         history.train_loss.append(train_loss)
         history.val_loss.append(val)
         bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val:.4f}")
-        if val < best_val - 1e-6:
-            best_val, best_state, stale = val, copy.deepcopy(module.state_dict()), 0
-            history.best_epoch = epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                history.stopped_early = True
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
+        if best.update(val, epoch, history):
+            break
+    best.restore()
     module.eval()
     history.seconds = time.perf_counter() - start
     return history

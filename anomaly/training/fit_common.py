@@ -1,9 +1,11 @@
 """What every training loop shares: the run's history, seeding, image batches as tensors,
-the backbone's feature statistics and the settled epoch limit."""
+the backbone's feature statistics, the settled epoch limit and early stopping."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,32 @@ class TrainHistory:
     # which training view each remembered patch came from (memory row -> view index), so
     # calibration can score a training image against the memory without its own patches
     memory_sources: np.ndarray | None = None
+
+
+class BestWeights:
+    """Early stopping, written once for both training loops: keep the weights of the
+    epoch with the lowest held-out loss, and say when it has not improved for
+    `patience` epochs."""
+
+    def __init__(self, net: torch.nn.Module, patience: int) -> None:
+        self.net, self.patience = net, patience
+        self.best_val, self.stale = float("inf"), 0
+        self.state: dict[str, Any] | None = None
+
+    def update(self, val: float, epoch: int, history: TrainHistory) -> bool:
+        """Record an epoch's held-out loss; True when training should stop."""
+        if val < self.best_val - 1e-6:
+            self.best_val, self.state, self.stale = val, copy.deepcopy(self.net.state_dict()), 0
+            history.best_epoch = epoch
+            return False
+        self.stale += 1
+        history.stopped_early = self.stale >= self.patience
+        return history.stopped_early
+
+    def restore(self) -> None:
+        """Load the best epoch's weights back (if any epoch was measured)."""
+        if self.state is not None:
+            self.net.load_state_dict(self.state)
 
 
 def set_seed(seed: int) -> np.random.Generator:

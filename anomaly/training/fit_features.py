@@ -3,7 +3,6 @@ epochs over it, then its segmentation head (on synthetic, optionally real defect
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ from anomaly.config import TrainConfig
 from anomaly.synthetic.defects import DefectSettings, random_defect
 from anomaly.training.allocator import release_freed_memory
 from anomaly.training.augment import augment, augment_pair
-from anomaly.training.fit_common import TrainHistory, epochs_of, feature_statistics, set_seed, to_tensor
+from anomaly.training.fit_common import (
+    BestWeights,
+    TrainHistory,
+    epochs_of,
+    feature_statistics,
+    set_seed,
+    to_tensor,
+)
 from anomaly.training.fit_patch_memory import fill_patch_memory
 from anomaly.training.model import InspectionModule
 
@@ -248,7 +254,7 @@ def train_feature_model(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs_of(cfg)))
     history = TrainHistory()
-    best_val, best_state, stale = float("inf"), None, 0
+    best = BestWeights(module.net, cfg.patience)
     epoch_rows = min(len(fit_images), len(bank.targets))
     if cfg.max_epoch_rows > 0:
         epoch_rows = min(epoch_rows, cfg.max_epoch_rows)
@@ -274,16 +280,9 @@ def train_feature_model(
         history.train_loss.append(running / max(len(rows), 1))
         history.val_loss.append(val)
         bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val:.4f}")
-        if val < best_val - 1e-6:
-            best_val, best_state, stale = val, copy.deepcopy(module.net.state_dict()), 0
-            history.best_epoch = epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                history.stopped_early = True
-                break
-    if best_state is not None:
-        module.net.load_state_dict(best_state)
+        if best.update(val, epoch, history):
+            break
+    best.restore()
     if module.head is not None:
         history.head_loss = train_segmentation_head(module, bank, cfg, rng, progress)
         if real_defects:
