@@ -141,11 +141,9 @@ class Detector:
         history = train(self.module, fit_views, hold_views, tc, progress=progress, real_defects=real)
         self.calibrate(hold_views, [layout for _, layout in hold_prepared])
         hold_scores = self.score(hold_raw)[1]
-        # screening scores every training image out of fold; without it a subset gives the spread
+        # every training image scored out of fold: the threshold's good scores, and the screening's
         screen_start = time.perf_counter()
-        train_scores = self.out_of_fold_scores(
-            fit_views, fit_layouts, history.memory_sources, limit=len(fit_layouts) if tc.screen_training else None
-        )
+        train_scores = self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources, limit=None)
         suspects: list[Suspect] = []
         if tc.screen_training and train_scores.size:
             names = [relative_name(p, dataset.root) for p in fit_ok + hold_ok]
