@@ -23,7 +23,6 @@ from anomaly.training.screening import memory_owner
 if TYPE_CHECKING:
     from anomaly.training.detector import Detector
 
-OUT_OF_FOLD_IMAGES = 120  # training images scored leave-one-out for calibration (their spread, not every image)
 OBVIOUS_DEFECTS = (0.05, 0.2)  # scale range of the painted defects a shipped threshold must catch
 PAINTED_FOR_THRESHOLD = 40  # about this many painted held-out images (at least one per image)
 
@@ -112,34 +111,35 @@ def alarm_levels(det: Detector, good_images: list[np.ndarray], layouts: list[Lay
     return levels, smoothed[0] / scale[0] + smoothed[1] / scale[1]
 
 
+def patch_memory(det: Detector) -> PatchMemory | None:
+    """The detector's patch memory: beside the feature autoencoder, or the whole network
+    of the patch_memory family; None for models without one."""
+    memory = det.module.memory if det.module.memory is not None else det.module.net
+    return memory if isinstance(memory, PatchMemory) else None
+
+
 @torch.no_grad()
 def out_of_fold_scores(
     det: Detector,
     fit_views: list[np.ndarray],
     layouts: list[Layout],
     sources: np.ndarray | None,
-    limit: int | None = OUT_OF_FOLD_IMAGES,
 ) -> np.ndarray:
     """Calibrated scores of training images, each scored against the patch memory
     without the patches it contributed: a leave-one-image-out estimate of how new
     good parts score, so a small set gives many good scores, not only the held-out
     few. The autoencoder part stays in-sample (it is early-stopped on the held-out
     loss and reconstructs held-out parts about as well). Empty without a memory.
-    At most `limit` images (a seeded random subset) keep the cost bounded; None
-    scores every image, in order."""
-    memory = det.module.memory if det.module.memory is not None else det.module.net
-    if sources is None or not isinstance(memory, PatchMemory):
+    Every image, in order."""
+    memory = patch_memory(det)
+    if sources is None or memory is None:
         return np.zeros(0)
     starts = np.cumsum([0] + [layout.views for layout in layouts])
     owner = memory_owner(layouts, sources)
-    if limit is None or limit >= len(layouts):
-        chosen = list(range(len(layouts)))
-    else:
-        chosen = sorted(np.random.default_rng(det.train_config.seed).choice(len(layouts), limit, replace=False))
     saved = memory.memory.clone(), memory.memory_sqnorm.clone()
     scores = []
     try:
-        for i in chosen:
+        for i in range(len(layouts)):
             own = torch.from_numpy(owner == i)
             # rows of image i can never be a nearest patch: far away on the search keys and in full
             memory.memory[own] = 1e3

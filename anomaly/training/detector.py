@@ -42,11 +42,9 @@ from anomaly.synthetic.defects import DefectSettings
 from anomaly.training import calibration_steps
 from anomaly.training.allocator import keep_freed_memory
 from anomaly.training.calibrate import Calibration
-from anomaly.training.calibration_steps import OUT_OF_FOLD_IMAGES
 from anomaly.training.fit import train
 from anomaly.training.fit_common import to_tensor
 from anomaly.training.model import InspectionModule
-from anomaly.training.networks import PatchMemory
 from anomaly.training.screening import Suspect, find_suspects, forget_images, memory_owner, to_summary
 
 CONFIG_FILE = "config.json"
@@ -143,14 +141,14 @@ class Detector:
         hold_scores = self.score(hold_raw)[1]
         # every training image scored out of fold: the threshold's good scores, and the screening's
         screen_start = time.perf_counter()
-        train_scores = self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources, limit=None)
+        train_scores = self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources)
         suspects: list[Suspect] = []
         if tc.screen_training and train_scores.size:
             names = [relative_name(p, dataset.root) for p in fit_ok + hold_ok]
             suspects = find_suspects(names, np.concatenate([train_scores, hold_scores]), tc.suspect_z)
             left_out = {names.index(s.path) for s in suspects if s.left_out}
-            memory = self.module.memory if self.module.memory is not None else self.module.net
-            assert isinstance(memory, PatchMemory) and history.memory_sources is not None
+            memory = calibration_steps.patch_memory(self)
+            assert memory is not None and history.memory_sources is not None
             forget_images(memory, memory_owner(fit_layouts, history.memory_sources), left_out)
             train_scores = np.delete(train_scores, [i for i in left_out if i < len(fit_ok)])
             kept_hold = [k for k in range(len(hold_raw)) if len(fit_ok) + k not in left_out] or list(
@@ -260,11 +258,10 @@ class Detector:
         fit_views: list[np.ndarray],
         layouts: list[Layout],
         sources: np.ndarray | None,
-        limit: int | None = OUT_OF_FOLD_IMAGES,
     ) -> np.ndarray:
-        """Leave-one-image-out calibrated scores of at most `limit` training images (None:
-        all, in order) against the patch memory (`calibration_steps.out_of_fold_scores`)."""
-        return calibration_steps.out_of_fold_scores(self, fit_views, layouts, sources, limit)
+        """Leave-one-image-out calibrated scores of every training image, in order, against
+        the patch memory (`calibration_steps.out_of_fold_scores`)."""
+        return calibration_steps.out_of_fold_scores(self, fit_views, layouts, sources)
 
     def set_decision_threshold(self, good_scores: np.ndarray, good_images: list[np.ndarray]) -> Calibration:
         """Move the shipped image threshold, the model rescaled to keep it at 1.0
