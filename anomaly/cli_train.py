@@ -251,7 +251,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="optional MVTec-style folder with labelled defects (test/<defect>, ground_truth/<defect>): "
-        "adds F1-optimal thresholds next to the calibrated ones",
+        "adds F1-optimal thresholds next to the calibrated ones, and its defects' scores "
+        "sharpen which training images are left out (--screen)",
     )
     p.add_argument(
         "--fine-tune-head",

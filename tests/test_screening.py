@@ -16,6 +16,7 @@ from anomaly.training.screening import (
     LISTED_Z,
     find_suspects,
     forget_images,
+    labelled_cut,
     memory_owner,
     robust_z,
     to_summary,
@@ -53,6 +54,40 @@ def test_suspects_are_ordered_listed_and_left_out_by_their_own_thresholds():
     assert not any(s.left_out for s in find_suspects(names, scores, left_out_z=0))
     summary = to_summary(suspects, threshold_factor=2.0)
     assert summary[0]["score"] == pytest.approx(1.5) and json.dumps(summary)
+
+
+def _z_scores(z: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Scores whose robust z on the good scores' yardstick is `z` (good: log-normal, sigma 0.3)."""
+    logs = np.log(good)
+    spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    return np.exp(np.median(logs) + z * spread)
+
+
+def test_labelled_defects_lower_the_cut_to_where_they_become_likelier_than_good_parts():
+    rng = np.random.default_rng(2)
+    good = np.exp(rng.normal(0.0, 0.3, 400))
+    # defects centred 5 robust deviations out with unit spread: equal densities at z 2.5
+    defects = _z_scores(rng.normal(5.0, 1.0, 2000), good)
+    assert labelled_cut(good, defects, 3.5) == pytest.approx(2.5, abs=0.1)
+    # a training image at z 3 (kept by the plain rule) is left out once the labels are known
+    scores = np.append(good, _z_scores(np.array([3.0]), good))
+    names = [str(k) for k in range(scores.size)]
+    assert not find_suspects(names, scores, 3.5)[0].left_out
+    assert find_suspects(names, scores, labelled_cut(good, defects, 3.5))[0].left_out
+
+
+def test_labels_never_cut_into_the_good_parts_nor_raise_the_cut():
+    rng = np.random.default_rng(3)
+    good = np.exp(rng.normal(0.0, 0.3, 400))
+    # defects the model scores like good parts: nothing to sharpen
+    assert labelled_cut(good, good[:20] * 1.01, 3.5) == 3.5
+    # defects barely above the good ones: the crossing would sit in the good bulk; floored at LISTED_Z
+    assert labelled_cut(good, _z_scores(rng.normal(2.5, 0.3, 50), good), 3.5) == LISTED_Z
+    # defects far out: their crossing lies beyond suspect_z, which stays
+    assert labelled_cut(good, _z_scores(rng.normal(12.0, 1.0, 50), good), 3.5) == 3.5
+    # one label, or none
+    assert LISTED_Z <= labelled_cut(good, _z_scores(np.array([4.0]), good), 3.5) <= 3.5
+    assert labelled_cut(good, np.array([]), 3.5) == 3.5
 
 
 def test_equal_scores_flag_nothing():
@@ -98,7 +133,8 @@ def test_model_details_name_the_suspects():
 def test_a_defective_part_hidden_among_the_good_ones_is_listed_left_out_and_reported(tmp_path):
     """The bundled washer folder with one cracked part moved into train/good: training
     names it first among the suspects, leaves it out, and shows it in suspects.html and
-    in the exported file's metadata."""
+    in the exported file's metadata. The other labelled washers (`--defects`) set the
+    left-out cut (`labelled_cut`), within its bounds."""
     from anomaly.cli import main
     from anomaly.inspection.inspector import Inspector
 
@@ -106,6 +142,9 @@ def test_a_defective_part_hidden_among_the_good_ones_is_listed_left_out_and_repo
     shutil.copytree(WASHER / "train", data / "train")
     planted = sorted((WASHER / "test" / "crack").glob("*.png"))[0]
     shutil.copy(planted, data / "train" / "good" / "planted_crack.png")
+    labelled = tmp_path / "labelled"
+    for part in ("test", "ground_truth"):
+        shutil.copytree(WASHER / part, labelled / part, ignore=shutil.ignore_patterns(planted.stem + "*"))
     out, onnx = tmp_path / "model", tmp_path / "model.onnx"
     code = main(
         [
@@ -120,10 +159,14 @@ def test_a_defective_part_hidden_among_the_good_ones_is_listed_left_out_and_repo
             "4",
             "--image-size",
             "128",
+            "--defects",
+            str(labelled),
         ]
     )
     assert code == 0
     summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["labelled_defects"]["defective"] > 0
+    assert LISTED_Z <= summary["left_out_z"] <= 3.5
     suspects = summary["suspects"]
     assert suspects[0]["path"] == "train/good/planted_crack.png", suspects
     assert suspects[0]["left_out"] and summary["left_out"] >= 1

@@ -45,7 +45,14 @@ from anomaly.training.calibrate import Calibration
 from anomaly.training.fit import train
 from anomaly.training.fit_common import to_tensor
 from anomaly.training.model import InspectionModule
-from anomaly.training.screening import Suspect, find_suspects, forget_images, memory_owner, to_summary
+from anomaly.training.screening import (
+    Suspect,
+    find_suspects,
+    forget_images,
+    labelled_cut,
+    memory_owner,
+    to_summary,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -143,9 +150,14 @@ class Detector:
         screen_start = time.perf_counter()
         train_scores = self.out_of_fold_scores(fit_views, fit_layouts, history.memory_sources)
         suspects: list[Suspect] = []
+        left_out_z = tc.suspect_z  # lowered by labelled defects (screening.labelled_cut)
         if tc.screen_training and train_scores.size:
             names = [relative_name(p, dataset.root) for p in fit_ok + hold_ok]
-            suspects = find_suspects(names, np.concatenate([train_scores, hold_scores]), tc.suspect_z)
+            good_scores = np.concatenate([train_scores, hold_scores])
+            if labelled and any(defective for _, defective, _ in labelled) and tc.suspect_z > 0:
+                defect_scores = self.score([img for img, defective, _ in labelled if defective])[1]
+                left_out_z = labelled_cut(good_scores, defect_scores, tc.suspect_z)
+            suspects = find_suspects(names, good_scores, left_out_z)
             left_out = {names.index(s.path) for s in suspects if s.left_out}
             memory = calibration_steps.patch_memory(self)
             assert memory is not None and history.memory_sources is not None
@@ -180,6 +192,7 @@ class Detector:
             # training images that do not fit the rest, most suspect first (anomaly.training.screening)
             "suspects": to_summary(suspects, cal.threshold_factor) if tc.screen_training else None,
             "left_out": sum(s.left_out for s in suspects),
+            "left_out_z": round(left_out_z, 2) if tc.screen_training else None,
             "out_of_fold_seconds": round(screen_seconds, 1),  # scoring training images without their own patches
             "epochs_run": len(history.train_loss),
             "best_epoch": history.best_epoch,

@@ -43,20 +43,54 @@ class Suspect:
     left_out: bool  # left out of the patch memory and the threshold's good scores
 
 
-def robust_z(scores: np.ndarray) -> np.ndarray:
-    """Modified z-scores of the log scores (Iglewicz and Hoaglin): distance from the
-    median in units of the median absolute deviation scaled to a normal's standard
-    deviation. Logs, because good scores are skewed (a log-normal is what the
-    threshold rule fits too); median and MAD, because the outliers must not move the
-    yardstick they are measured by."""
+def log_yardstick(scores: np.ndarray) -> tuple[float, float]:
+    """Centre and spread of the log scores: median, and the median absolute deviation
+    scaled to a normal's standard deviation (the mean absolute deviation when over half
+    the scores are equal). Spread 0 when the scores say nothing."""
     logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
     if logs.size < 3:
-        return np.zeros_like(logs)
-    centre = np.median(logs)
-    spread = 1.4826 * np.median(np.abs(logs - centre))
-    if spread <= 0:  # over half the scores equal: fall back to the mean absolute deviation
-        spread = 1.2533 * np.mean(np.abs(logs - centre))
+        return 0.0, 0.0
+    centre = float(np.median(logs))
+    spread = 1.4826 * float(np.median(np.abs(logs - centre)))
+    if spread <= 0:
+        spread = 1.2533 * float(np.mean(np.abs(logs - centre)))
+    return centre, spread
+
+
+def robust_z(scores: np.ndarray) -> np.ndarray:
+    """Modified z-scores of the log scores (Iglewicz and Hoaglin): distance from the
+    median in units of the median absolute deviation (`log_yardstick`). Logs, because
+    good scores are skewed (a log-normal is what the threshold rule fits too); median
+    and MAD, because the outliers must not move the yardstick they are measured by."""
+    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
+    centre, spread = log_yardstick(scores)
     return (logs - centre) / spread if spread > 0 else np.zeros_like(logs)
+
+
+def labelled_cut(good_scores: np.ndarray, defect_scores: np.ndarray, suspect_z: float) -> float:
+    """The left-out z-score, sharpened by labelled defects (`anomaly train --defects`).
+
+    On the good images' yardstick the labelled defects' log scores have a centre and a
+    spread of their own (median and MAD). A training image is left out from where its
+    score is as likely among the labelled defects as among the good images (two normals:
+    the good ones N(0, 1) by construction), kept between LISTED_Z and `suspect_z`: labels
+    can only lower the cut, and never into the bulk of the good images. Defects the
+    model scores no higher than LISTED_Z cannot sharpen anything: the cut stays."""
+    centre, spread = log_yardstick(good_scores)
+    if spread <= 0 or len(defect_scores) == 0:
+        return suspect_z
+    dz = (np.log(np.maximum(np.asarray(defect_scores, dtype=np.float64), 1e-12)) - centre) / spread
+    mu = float(np.median(dz))
+    if mu <= LISTED_Z:
+        return suspect_z
+    # a few labels that happen to agree must not make a needle-thin density
+    sd = max(1.4826 * float(np.median(np.abs(dz - mu))) if dz.size >= 3 else 1.0, 0.25)
+    # equal log densities, -x^2/2 = -(x - mu)^2 / (2 sd^2) - ln sd: the root between 0 and mu
+    a, b, c = 0.5 / sd**2 - 0.5, -mu / sd**2, mu**2 / (2 * sd**2) + np.log(sd)
+    roots = np.roots([a, b, c]) if abs(a) > 1e-12 else np.array([-c / b])
+    between = [float(r.real) for r in roots if abs(r.imag) < 1e-9 and 0 <= r.real <= mu]
+    crossing = min(between) if between else mu / 2
+    return float(min(suspect_z, max(LISTED_Z, crossing)))
 
 
 def find_suspects(names: list[str], scores: np.ndarray, left_out_z: float) -> list[Suspect]:
