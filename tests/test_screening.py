@@ -3,8 +3,10 @@ memory surgery, and a detector that finds a defective part planted among its goo
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -133,18 +135,28 @@ def test_model_details_name_the_suspects():
 def test_a_defective_part_hidden_among_the_good_ones_is_listed_left_out_and_reported(tmp_path):
     """The bundled washer folder with one cracked part moved into train/good: training
     names it first among the suspects, leaves it out, and shows it in suspects.html and
-    in the exported file's metadata. The other labelled washers (`--defects`) set the
-    left-out cut (`labelled_cut`), within its bounds."""
+    in the exported file's metadata. The other test washers, as an inspector confirmed
+    them in the dashboard and exported them (a labelled folder of mask-less defects),
+    are given as `--defects` and set the left-out cut (`labelled_cut`), within its
+    bounds: the dashboard's verdicts sharpen the split."""
     from anomaly.cli import main
     from anomaly.inspection.inspector import Inspector
+    from anomaly.ui.feedback import DecisionStore, labelled_zip
 
     data = tmp_path / "washer"
     shutil.copytree(WASHER / "train", data / "train")
     planted = sorted((WASHER / "test" / "crack").glob("*.png"))[0]
     shutil.copy(planted, data / "train" / "good" / "planted_crack.png")
+    store, images = DecisionStore(tmp_path / "run"), {}
+    for k, path in enumerate(sorted(p for p in (WASHER / "test").rglob("*.png") if p != planted)):
+        decision = "good" if path.parent.name == "good" else "defect"
+        rel = path.relative_to(WASHER / "test").as_posix()
+        store.record(f"k{k}", rel, decision, verdict="FAIL", score=1.0, threshold=1.0, model="m.onnx", model_digest="d")
+        images[f"k{k}"] = path.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(labelled_zip(store.load(), images, name="labelled"))) as zf:
+        zf.extractall(tmp_path)
     labelled = tmp_path / "labelled"
-    for part in ("test", "ground_truth"):
-        shutil.copytree(WASHER / part, labelled / part, ignore=shutil.ignore_patterns(planted.stem + "*"))
+    defects_confirmed = len(list((labelled / "test" / "defect").glob("*.png")))
     out, onnx = tmp_path / "model", tmp_path / "model.onnx"
     code = main(
         [
@@ -165,7 +177,7 @@ def test_a_defective_part_hidden_among_the_good_ones_is_listed_left_out_and_repo
     )
     assert code == 0
     summary = json.loads((out / "config.json").read_text())["summary"]
-    assert summary["labelled_defects"]["defective"] > 0
+    assert defects_confirmed > 0 and summary["labelled_defects"]["defective"] == defects_confirmed
     assert LISTED_Z <= summary["left_out_z"] <= 3.5
     suspects = summary["suspects"]
     assert suspects[0]["path"] == "train/good/planted_crack.png", suspects
