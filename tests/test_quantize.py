@@ -34,16 +34,33 @@ def tiny_feature_model(tiny_dataset: Path):
 
 
 @pytest.mark.slow
-def test_int8_export_is_sealed_recalibrated_and_agrees(tiny_feature_model, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_int8_export_is_sealed_recalibrated_and_agrees(
+    tiny_feature_model, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnx
 
     from anomaly.evaluation.datasets import find_test_set
     from anomaly.inspection.imageio import read_image
+    from anomaly.training import quantize
     from anomaly.training.export import export_onnx
     from anomaly.training.quantize import export_int8
 
     det = tiny_feature_model
+    ranged: list[np.ndarray] = []  # the views whose activations set the int8 ranges
+    real_reader = quantize._Reader
+
+    def reader(views, input_name):
+        ranged.extend(views)
+        return real_reader(views, input_name)
+
+    monkeypatch.setattr(quantize, "_Reader", reader)
     report = export_int8(det, tmp_path / "int8.onnx", tiny_dataset)
+    # each chosen training image, then a copy of it with one painted defect: the same
+    # picture except where the defect went
+    good, painted = ranged[: len(ranged) // 2], ranged[len(ranged) // 2 :]
+    assert len(good) == len(painted) == report.calibration_images
+    changed = [np.mean(np.any(g != p, axis=2)) for g, p in zip(good, painted)]
+    assert all(0.0 < c < 0.5 for c in changed), changed
     fp32 = Inspector(export_onnx(det, tmp_path / "fp32.onnx"))
     int8 = Inspector(report.path)  # loads: the seal matches the quantised graph
     assert "int8" in int8.info.metadata["quantization"]

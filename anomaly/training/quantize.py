@@ -4,11 +4,12 @@ What is quantised: every convolution that has learnt weights over more than one 
 (the EfficientNet-Lite0 backbone, the feature autoencoder, the segmentation head and a
 pixel autoencoder), with the ReLU/ReLU6 and residual additions between them, as
 onnxruntime's static QDQ format (per-channel symmetric int8 weights, asymmetric uint8
-activations, MinMax ranges from training images). What stays float32: input
-normalisation, the patch-memory search (an argmin over distances: int8 rounding would
-change which remembered patch is nearest), the residuals, the smoothing blur and the
-calibration arithmetic. The heatmap is a small difference of large numbers; keeping that
-end in float keeps its rounding where it was.
+activations, MinMax ranges from training images and a painted-defect copy of each:
+ranges seen on good parts alone would clip the very activations by which a defect stands
+out). What stays float32: input normalisation, the patch-memory search (a minimum over
+distances: int8 rounding would change which remembered patch is nearest), the residuals,
+the smoothing blur and the calibration arithmetic. The heatmap is a small difference of
+large numbers; keeping that end in float keeps its rounding where it was.
 
 Quantisation moves the raw heatmap's level, so a threshold fitted on the float model
 would no longer mean the same false-reject rate. The calibration is therefore re-fitted
@@ -52,7 +53,7 @@ QUANTIZATION_KEY = "quantization"
 QUANTIZATION_TEXT = (
     "int8 static QDQ (onnxruntime.quantization): learnt multi-channel convolutions with their "
     "activations and residual additions; per-channel symmetric int8 weights, uint8 activations "
-    "(MinMax on training images); normalisation, memory search, residuals, smoothing and "
+    "(MinMax on training images and painted-defect copies of them); normalisation, memory search, residuals, smoothing and "
     "calibration in float32; calibration re-fitted on the quantised model's held-out scores"
 )
 RAW_OUTPUT = "raw_map_for_calibration"
@@ -224,6 +225,13 @@ def _views(det: Detector, paths: Sequence[Path]) -> tuple[list[np.ndarray], list
     return images, views, layouts
 
 
+def calibration_defect_views(det: Detector, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The model views of one painted-defect copy of each image (the training seed), so
+    that the int8 ranges also span what a defect does to the activations."""
+    rng = np.random.default_rng(det.train_config.seed)
+    return [v for img in images for v in prepare(random_defect(img, rng)[0], *det.model_config.grid)[0]]
+
+
 def _scores(
     session: ort.InferenceSession, det: Detector, images: Sequence[np.ndarray]
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -342,7 +350,8 @@ def export_int8(
     fit_paths, hold_paths = split_like_training(det, folder)
     rng = np.random.default_rng(det.train_config.seed)
     chosen = sorted(rng.choice(len(fit_paths), min(calibration_count, len(fit_paths)), replace=False))
-    _, fit_views, _ = _views(det, [fit_paths[i] for i in chosen])
+    fit_images, fit_views, _ = _views(det, [fit_paths[i] for i in chosen])
+    fit_views += calibration_defect_views(det, fit_images)
     hold_images, hold_views, hold_layouts = _views(det, hold_paths)
     if not fit_views or not hold_images:
         raise DatasetError(f"{folder}: no readable training or held-out images to calibrate the INT8 model on")
