@@ -373,9 +373,9 @@ def _export(det: Any, out: Path, int8: bool, calibration_images: Path | None) ->
     r = export_int8(det, out, calibration_images)
     print(
         f"exported INT8 {r.path} ({r.path.stat().st_size / 1e6:.1f} MB): int8 ranges from {r.calibration_images} "
-        f"training images and a painted-defect copy of each; calibration re-fitted on {r.holdout_images} held-out good images (pixel threshold "
-        f"{r.fp32.pixel_threshold:.3f} -> {r.int8.pixel_threshold:.3f}); float and INT8 verdicts agree on "
-        f"{r.verdicts_agree:.0%} of {r.compared} held-out and painted images"
+        f"training images and a painted-defect copy of each; calibration re-fitted on {r.holdout_images} "
+        f"held-out good images (pixel threshold {r.fp32.pixel_threshold:.3f} -> {r.int8.pixel_threshold:.3f}); "
+        f"float and INT8 verdicts agree on {r.verdicts_agree:.0%} of {r.compared} held-out and painted images"
     )
     return r.path
 

@@ -53,8 +53,9 @@ QUANTIZATION_KEY = "quantization"
 QUANTIZATION_TEXT = (
     "int8 static QDQ (onnxruntime.quantization): learnt multi-channel convolutions with their "
     "activations and residual additions; per-channel symmetric int8 weights, uint8 activations "
-    "(MinMax on training images and painted-defect copies of them); normalisation, memory search, residuals, smoothing and "
-    "calibration in float32; calibration re-fitted on the quantised model's held-out scores"
+    "(MinMax on training images and painted-defect copies of them); normalisation, memory search, "
+    "residuals, smoothing and calibration in float32; calibration re-fitted on the quantised "
+    "model's held-out scores"
 )
 RAW_OUTPUT = "raw_map_for_calibration"
 # Images whose activation ranges set the int8 scales; more adds calibration time for
