@@ -29,8 +29,8 @@ def test_speed_quick() -> None:
     assert float(row[3]) > 0 and float(row[6]) > 0
     # the folder rate differences two short runs: on a busy machine the quick run may
     # measure no steady rate (nan), which is a benchmark result, not a failure
-    folder = float(row[7])
-    assert folder > 0 or math.isnan(folder)
+    for folder in (float(row[7]), float(row[9])):  # results only, with overlays
+        assert folder > 0 or math.isnan(folder)
 
 
 @pytest.mark.slow
