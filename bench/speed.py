@@ -18,7 +18,9 @@ Per variant (file x backend):
    sample_images/washer/test, a short and a long folder; the steady rate is (long - short images) / (long - short seconds), so
    process start-up and the first, slow model call drop out. Each shown with its share of
    the raw batch-8 rate of the same variant.
-4. With `--evaluate DATA` (repeatable): `anomaly evaluate FILE DATA --backend B` for every
+4. With `--profile`: each onnxruntime variant's batch-1 call split by operator type
+   (onnxruntime's profiler), the costliest types side by side.
+5. With `--evaluate DATA` (repeatable): `anomaly evaluate FILE DATA --backend B` for every
    file whose metadata names DATA's folder as its training data: image AUROC, pixel
    AUROC, AUPRO and image F1 at the threshold the file ships with.
 
@@ -128,6 +130,42 @@ def folder_rate(
     return (n_long - n_short) / (seconds[1] - seconds[0]) if seconds[1] > seconds[0] else float("nan")
 
 
+def kernel_split(v: Variant, runs: int, threads: int, work: Path) -> dict[str, float]:
+    """Milliseconds per batch-1 call spent in each operator type, by onnxruntime's
+    profiler, with the Inspector's session settings."""
+    import onnxruntime as ort
+
+    from anomaly.inspection.inspector import session_options
+
+    opts = session_options(threads)
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(work / "profile")
+    session = ort.InferenceSession(str(v.path), opts, providers=["CPUExecutionProvider"])
+    size = inspector(v, threads).info.grid[0]
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for _ in range(runs):
+        session.run(None, {session.get_inputs()[0].name: x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    split: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            split[op] = split.get(op, 0.0) + e["dur"] / 1e3 / runs  # microseconds over all runs
+    return split
+
+
+def print_kernel_split(variants: list[Variant], splits: list[dict[str, float]], top: int = 6) -> None:
+    """Each variant's costliest operator types side by side, and the sum of all kernels."""
+    ops = sorted(
+        {op for s in splits for op in sorted(s, key=s.get, reverse=True)[:top]}, key=lambda op: -splits[0].get(op, 0)
+    )
+    print("\n| operator (ms per batch-1 call) | " + " | ".join(f"{v.name} {v.precision}" for v in variants) + " |")
+    print("|---" * (len(variants) + 1) + "|")
+    for op in ops:
+        print(f"| {op} | " + " | ".join(f"{s.get(op, 0.0):.2f}" for s in splits) + " |")
+    print("| all kernels | " + " | ".join(f"{sum(s.values()):.2f}" for s in splits) + " |")
+
+
 def accuracy(v: Variant, data: Path, work: Path) -> dict[str, float]:
     """`anomaly evaluate` of one variant: the overall metrics of its JSON."""
     out = work / "eval.json"
@@ -217,6 +255,11 @@ def main() -> None:
         help="images in the short and the long folder-scoring run",
     )
     p.add_argument("--no-folder", action="store_true", help="skip folder scoring")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also split each onnxruntime variant's batch-1 call by operator type (onnxruntime's profiler)",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="few calls, small folders: a smoke run, not a measurement")
     a = p.parse_args()
@@ -240,6 +283,8 @@ def main() -> None:
                 if not a.no_folder:
                     v.timings["rows"].append(folder_rate(v, short, long, *a.images, a.threads, work, False))
                     v.timings["folder"].append(folder_rate(v, short, long, *a.images, a.threads, work, True))
+        profiled = [v for v in variants if v.backend == "onnxruntime"] if a.profile else []
+        splits = [kernel_split(v, a.runs, a.threads, work) for v in profiled]
         evaluations = {
             (v.path, v.backend, d): accuracy(v, d, work) for d in a.evaluate for v in variants if v.train_data == d.name
         }
@@ -264,6 +309,8 @@ def main() -> None:
             f"| {v.name} | {v.precision} | {v.backend} | {b1:.1f} | {np.median(v.timings['p99']):.1f} | {speedup} | "
             f"{b8:.1f} | {rows:.1f} | {rows / b8:.0%} | {folder:.1f} | {folder / b8:.0%} |"
         )
+    if splits:
+        print_kernel_split(profiled, splits)
     if evaluations:
         print(
             "\n| model | precision | backend | data | image AUROC | pixel AUROC | AUPRO | F1 shipped |\n"

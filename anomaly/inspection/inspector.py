@@ -84,7 +84,7 @@ class Inspection:
         }
 
 
-def _session_options(threads: int | None, spin: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None, spin: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory-pattern planner re-allocates (and page-faults) all activations on the
@@ -159,7 +159,7 @@ class Inspector:
         # what a run records as its model (run.json): the bytes in use, even if the file
         # is replaced while this Inspector is alive
         self.sha256 = hashlib.sha256(data).hexdigest()
-        opts = _session_options(threads, spin)
+        opts = session_options(threads, spin)
         if backend != "onnxruntime":  # this session only reads the contract: no optimisation work
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
