@@ -15,9 +15,10 @@ Per variant (file x backend):
 2. Batch-8 throughput: images/s from the median time of batch-8 calls.
 3. Folder scoring: `anomaly score --backend B` (decode, inference, regions, result rows),
    and the same with `--overlays` (plus overlay and mask files), on copies of
-   sample_images/washer/test, a short and a long folder; the steady rate is (long - short images) / (long - short seconds), so
-   process start-up and the first, slow model call drop out. Each shown with its share of
-   the raw batch-8 rate of the same variant.
+   sample_images/washer/test, a short and a long folder; the steady rate is
+   (long - short images) / (long - short seconds), so process start-up and the first,
+   slow model call drop out. Each shown with its share of the raw batch-8 rate of the
+   same variant.
 4. With `--profile`: each onnxruntime variant's batch-1 call split by operator type
    (onnxruntime's profiler), the costliest types side by side.
 5. With `--evaluate DATA` (repeatable): `anomaly evaluate FILE DATA --backend B` for every
@@ -150,7 +151,7 @@ def kernel_split(v: Variant, runs: int, threads: int, work: Path) -> dict[str, f
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"]["op_name"]
-            split[op] = split.get(op, 0.0) + e["dur"] / 1e3 / runs  # microseconds over all runs
+            split[op] = split.get(op, 0.0) + e["dur"] / 1e3 / runs  # dur: microseconds
     return split
 
 

@@ -12,8 +12,10 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def run_quick(script: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=600)
+def run_quick(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick", *args], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -24,13 +26,18 @@ def table_rows(out: str) -> list[list[str]]:
 
 
 def test_speed_quick() -> None:
-    row = table_rows(run_quick("speed.py"))[0]  # one row per backend installed; onnxruntime first
+    out = run_quick("speed.py", "--profile")
+    row = table_rows(out)[0]  # one row per backend installed; onnxruntime first
     assert row[0].endswith("default.onnx") and row[1:3] == ["fp32", "onnxruntime"] and row[5] == "1.00"
     assert float(row[3]) > 0 and float(row[6]) > 0
     # the folder rate differences two short runs: on a busy machine the quick run may
     # measure no steady rate (nan), which is a benchmark result, not a failure
     for folder in (float(row[7]), float(row[9])):  # results only, with overlays
         assert folder > 0 or math.isnan(folder)
+    # the operator split of the onnxruntime row: convolutions among the costliest types,
+    # and the memory search's and the calibration's operators on top of them in the sum
+    split = {r[0]: float(r[1]) for r in table_rows(out.split("| operator")[1])}
+    assert 0 < split["Conv"] < split["all kernels"]
 
 
 @pytest.mark.slow
