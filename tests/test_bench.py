@@ -36,7 +36,7 @@ def test_speed_quick() -> None:
         assert folder > 0 or math.isnan(folder)
     # the operator split of the onnxruntime row: convolutions among the costliest types,
     # and the memory search's and the calibration's operators on top of them in the sum
-    split = {r[0]: float(r[1]) for r in table_rows(out.split("| operator")[1])}
+    split = {r[0]: float(r[1]) for r in table_rows("| operator" + out.split("| operator")[1])}
     assert 0 < split["Conv"] < split["all kernels"]
 
 
