@@ -142,10 +142,10 @@ def kernel_split(v: Variant, runs: int, threads: int, work: Path) -> dict[str, f
     opts.enable_profiling = True
     opts.profile_file_prefix = str(work / "profile")
     session = ort.InferenceSession(str(v.path), opts, providers=["CPUExecutionProvider"])
-    size = inspector(v, threads).info.grid[0]
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    image = session.get_inputs()[0]  # (batch, 3, size, size)
+    x = np.random.default_rng(0).random((1, *image.shape[1:]), dtype=np.float32)
     for _ in range(runs):
-        session.run(None, {session.get_inputs()[0].name: x})
+        session.run(None, {image.name: x})
     events = json.loads(Path(session.end_profiling()).read_text())
     split: dict[str, float] = {}
     for e in events:
