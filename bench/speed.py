@@ -58,7 +58,7 @@ class Variant:
     precision: str  # "fp32" or "INT8", from the file's metadata
     train_data: str  # the training folder's name, from the metadata
     timings: dict[str, list[float]] = field(
-        default_factory=lambda: {"b1": [], "p99": [], "b8": [], "folder": [], "rows": []}
+        default_factory=lambda: {"b1": [], "p99": [], "b8": [], "results_only": [], "with_overlays": []}
     )
 
     @property
@@ -157,9 +157,8 @@ def kernel_split(v: Variant, runs: int, threads: int, work: Path) -> dict[str, f
 
 def print_kernel_split(variants: list[Variant], splits: list[dict[str, float]], top: int = 6) -> None:
     """Each variant's costliest operator types side by side, and the sum of all kernels."""
-    ops = sorted(
-        {op for s in splits for op in sorted(s, key=s.get, reverse=True)[:top]}, key=lambda op: -splits[0].get(op, 0)
-    )
+    costliest = {op for s in splits for op, _ in sorted(s.items(), key=lambda kv: -kv[1])[:top]}
+    ops = sorted(costliest, key=lambda op: -splits[0].get(op, 0.0))
     print("\n| operator (ms per batch-1 call) | " + " | ".join(f"{v.name} {v.precision}" for v in variants) + " |")
     print("|---" * (len(variants) + 1) + "|")
     for op in ops:
@@ -282,8 +281,10 @@ def main() -> None:
                 v.timings["p99"].append(p99)
                 v.timings["b8"].append(batch_throughput(v, 8, a.b8_runs, a.threads))
                 if not a.no_folder:
-                    v.timings["rows"].append(folder_rate(v, short, long, *a.images, a.threads, work, False))
-                    v.timings["folder"].append(folder_rate(v, short, long, *a.images, a.threads, work, True))
+                    for key, overlays in (("results_only", False), ("with_overlays", True)):
+                        v.timings[key].append(
+                            folder_rate(v, short, long, a.images[0], a.images[1], a.threads, work, overlays)
+                        )
         profiled = [v for v in variants if v.backend == "onnxruntime"] if a.profile else []
         splits = [kernel_split(v, a.runs, a.threads, work) for v in profiled]
         evaluations = {
@@ -302,8 +303,9 @@ def main() -> None:
     )
     for v in variants:
         b1, b8 = float(np.median(v.timings["b1"])), float(np.median(v.timings["b8"]))
-        folder = float(np.median(v.timings["folder"])) if v.timings["folder"] else float("nan")
-        rows = float(np.median(v.timings["rows"])) if v.timings["rows"] else float("nan")
+        rows, folder = (
+            float(np.median(v.timings[k])) if v.timings[k] else float("nan") for k in ("results_only", "with_overlays")
+        )
         ref = base.get(v.train_data)
         speedup = f"{ref / b1:.2f}" if ref else "-"
         print(
